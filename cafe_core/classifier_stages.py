@@ -1,0 +1,66 @@
+"""The ``standard`` and ``adv`` stages: train a backbone on clean or adversarial images.
+
+``adv`` is PGD-AT (Madry et al.) or, for the CPU lite recipe, fast FGSM-RS AT (Wong et al.
+2020); both minimise CE(net(x_adv), y). Validation: clean accuracy on the whole validation
+split and, for ``adv``, robust accuracy under a validation attack on its first images.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from .attacks import build_attack
+from .data import ImageTensors
+from .evaluate import accuracy
+from .train import Precision, one_cycle
+
+
+class ClassifierStage:
+    """Train ``model`` with SGD + one-cycle LR on clean (``standard``) or adversarial (``adv``) inputs.
+
+    Config keys: lr, momentum, weight_decay, warmup (fraction of steps rising), attack
+    ('none' or an attack name), steps, eps; validation: val_attack, val_steps, val_adv_images.
+    """
+
+    def __init__(self, name: str, model: nn.Module, cfg: dict[str, Any], steps_per_epoch: int,
+                 device: torch.device, precision: Precision) -> None:
+        self.name = name
+        self.model = model.to(device)
+        self.cfg = cfg
+        self.device = device
+        self.precision = precision
+        self.modules = {"model": self.model}
+        opt = torch.optim.SGD(self.model.parameters(), lr=cfg["lr"], momentum=cfg.get("momentum", 0.9),
+                              weight_decay=cfg.get("weight_decay", 5e-4))
+        self.optimizers = {"model": opt}
+        factor = one_cycle(steps_per_epoch * cfg["epochs"], cfg.get("warmup", 0.2))
+        self.schedulers = {"model": torch.optim.lr_scheduler.LambdaLR(opt, factor)}
+        self.attack = None
+        if cfg.get("attack", "none") != "none":
+            self.attack = build_attack(cfg["attack"], self.model, cfg["eps"], cfg.get("steps"),
+                                       num_classes=model.num_classes)
+        self.selection_metric = "robust_acc" if self.attack is not None else "clean_acc"
+        self.loss = nn.CrossEntropyLoss()
+
+    def train_batch(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+        self.model.train()
+        with self.precision.autocast():
+            inputs = self.attack(images, labels) if self.attack is not None else images
+            logits = self.model(inputs)
+            loss = self.loss(logits.float(), labels)
+        self.precision.step(loss, self.optimizers["model"])
+        self.schedulers["model"].step()
+        return {"loss": loss.item(), "acc": (logits.argmax(1) == labels).float().mean().item()}
+
+    def validate(self, dataset: ImageTensors) -> dict[str, float]:
+        self.model.eval()
+        metrics = {"clean_acc": accuracy(self.model, dataset, device=self.device)}
+        if self.attack is not None:
+            attack = build_attack(self.cfg.get("val_attack", "pgd"), self.model, self.cfg["eps"],
+                                  self.cfg.get("val_steps", 10), num_classes=self.model.num_classes)
+            torch.manual_seed(self.cfg.get("seed", 0))
+            metrics["robust_acc"] = accuracy(self.model, dataset, attack, device=self.device,
+                                             limit=self.cfg.get("val_adv_images", 1000))
+        return metrics
