@@ -41,11 +41,11 @@ class CWInf(Attack):
         self.supported_mode = ["default", "targeted"]
 
     def margin(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """max_{j != y} z_j - z_y, capped below at -kappa (per sample)."""
+        """min(max_{j != y} z_j - z_y, kappa) per sample: rises until misclassified by kappa."""
         one_hot = nn.functional.one_hot(labels, logits.shape[1]).bool()
         true = logits[one_hot]
         other = logits.masked_fill(one_hot, float("-inf")).amax(dim=1)
-        return torch.clamp(other - true, min=-self.kappa)
+        return torch.clamp(other - true, max=self.kappa)
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         images = images.clone().detach().to(self.device)

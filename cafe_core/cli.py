@@ -49,6 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", default=None, help="JSON path (default: benchmarks/results/eval_<config>_<stage>.json)")
     ev.add_argument("--data-root", default=None)
     _add_common(ev)
+    ex = sub.add_parser("export-examples", help="write one real test image per class as PNG (app gallery)")
+    ex.add_argument("--dataset", default="fashion-mnist")
+    ex.add_argument("--out", default="assets/examples")
+    ex.add_argument("--per-class", type=int, default=1)
+    ex.add_argument("--data-root", default=None)
     return parser
 
 
@@ -140,7 +145,27 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export_examples(args: argparse.Namespace) -> int:
+    from PIL import Image
+
+    from .data import load_split
+    from .images import image_to_uint8
+
+    test = load_split(args.dataset, "test", args.data_root)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for label, name in enumerate(test.class_names):
+        indices = (test.labels == label).nonzero().flatten()[: args.per_class].tolist()
+        for index in indices:
+            pixels = image_to_uint8(test[index][0])
+            image = Image.fromarray(pixels[..., 0] if test.images.shape[1] == 1 else pixels)
+            slug = "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
+            image.save(out / f"{label}_{slug}_test{index}.png")
+            print(f"{out / f'{label}_{slug}_test{index}.png'}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handlers = {"train": cmd_train, "evaluate": cmd_evaluate}
+    handlers = {"train": cmd_train, "evaluate": cmd_evaluate, "export-examples": cmd_export_examples}
     return handlers[args.command](args)
