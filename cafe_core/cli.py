@@ -26,7 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     train = sub.add_parser("train", help="train one stage and write a checkpoint + card")
-    train.add_argument("--stage", required=True, choices=["standard", "adv"])
+    train.add_argument("--stage", required=True, choices=["standard", "adv", "amr"])
+    train.add_argument("--parent", default=None, help="checkpoint to start from (amr: the ADV backbone)")
     train.add_argument("--config", default="fashion_lite", help="name in configs/ or a .toml path")
     train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config value, e.g. stages.adv.epochs=2 (repeatable)")
@@ -49,6 +50,23 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", default=None, help="JSON path (default: benchmarks/results/eval_<config>_<stage>.json)")
     ev.add_argument("--data-root", default=None)
     _add_common(ev)
+    an = sub.add_parser("analyze", help="causal analysis of an AMR-GMM checkpoint: accuracies, KL, controls, Fig. 3 grid")
+    an.add_argument("--amr", required=True, help="AMR-GMM .safetensors (h and g) with its card")
+    an.add_argument("--attack", default="pgd")
+    an.add_argument("--steps", type=int, default=20, help="attack steps (default 20)")
+    an.add_argument("--eps", type=float, default=None, help="attack radius (default: the card's)")
+    an.add_argument("--eps-inv", type=float, default=None, help="inversion radius (default: config / paper table)")
+    an.add_argument("--inversion-steps", type=int, default=3)
+    an.add_argument("--sweep-eps-inv", default="", help="comma list of eps_inv values to measure on --sweep-n images")
+    an.add_argument("--sweep-n", type=int, default=1000)
+    an.add_argument("--n", type=int, default=None, help="first N test images (default: all)")
+    an.add_argument("--figure-n", type=int, default=6, help="images in the Fig. 3-style grid (0: none)")
+    an.add_argument("--seed", type=int, default=0)
+    an.add_argument("--batch-size", type=int, default=500)
+    an.add_argument("--out", default=None, help="JSON path (default: benchmarks/results/causal_<config>.json)")
+    an.add_argument("--data-root", default=None)
+    _add_common(an)
+
     ex = sub.add_parser("export-examples", help="write one real test image per class as PNG (app gallery)")
     ex.add_argument("--dataset", default="fashion-mnist")
     ex.add_argument("--out", default="assets/examples")
@@ -76,31 +94,16 @@ def _setup(args: argparse.Namespace) -> torch.device:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .classifier_stages import ClassifierStage
-    from .config import load_config, stage_config
-    from .data import get_info, load_split
-    from .models import create_model
-    from .train import Precision, fit, seed_everything
+    from .config import load_config
+    from .stages import run_stage
 
     device = _setup(args)
     config = load_config(args.config, args.overrides)
-    cfg = stage_config(config, args.stage)
-    info = get_info(cfg["dataset"])
-    train_set = load_split(info.name, "train", args.data_root, cfg["n_val"], cfg["seed"], limit=args.limit)
-    val_set = load_split(info.name, "val", args.data_root, cfg["n_val"], cfg["seed"])
-    seed_everything(cfg["seed"])
-    model = create_model(cfg["backbone"], info.channels, info.num_classes, info.mean, info.std)
-    steps_per_epoch = len(train_set) // cfg["batch_size"]
-    stage = ClassifierStage(args.stage, model, cfg, steps_per_epoch, device, Precision(device))
-    out = Path(args.out or Path(cfg["checkpoint_dir"]) / f"{args.stage}.safetensors")
-    card = {"dataset": info.name, "backbone": cfg["backbone"], "stage": args.stage, "parent": None,
-            "config_name": config["name"], "config": cfg, "eps": cfg["eps"],
-            "n_train_images": len(train_set), "n_val_images": len(val_set),
-            "command": "python -m cafe_core " + " ".join(sys.argv[1:])}
     started = time.perf_counter()
-    result = fit(stage, train_set, val_set, epochs=cfg["epochs"], batch_size=cfg["batch_size"],
-                 seed=cfg["seed"], out=out, card=card, device=device, progress=not args.quiet)
-    print(f"wrote {out} (epoch {result.card['epoch_selected']} selected; "
+    result = run_stage(config, args.stage, parent=args.parent, out=args.out, limit=args.limit,
+                       data_root=args.data_root, device=device, progress=not args.quiet,
+                       command="python -m cafe_core " + " ".join(sys.argv[1:]))
+    print(f"wrote {result.card['weights']} (epoch {result.card['epoch_selected']} selected; "
           f"{time.perf_counter() - started:.0f} s this run)")
     print(json.dumps(result.card["metrics"], indent=2))
     return 0
@@ -145,6 +148,62 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from .analysis import causal_analysis, default_eps_inv, load_amr
+    from .checkpoints import hardware, library_versions
+    from .config import load_config
+    from .data import load_split
+    from .reporting import causal_markdown
+    from .serialization import atomic_write_text
+
+    device = _setup(args)
+    bundle = load_amr(args.amr, device)
+    card = bundle.card
+    cfg = card["config"]
+    config_name = card.get("config_name") or "model"
+    try:
+        full_config = load_config(config_name)
+    except FileNotFoundError:
+        full_config = None
+    eps_inv = args.eps_inv if args.eps_inv is not None else default_eps_inv(card["dataset"], card["backbone"], full_config)
+    test = load_split(card["dataset"], "test", args.data_root, cfg["n_val"], cfg["seed"], limit=args.n)
+    common = dict(attack=args.attack, eps=args.eps, steps=args.steps, inversion_steps=args.inversion_steps,
+                  seed=args.seed, batch_size=args.batch_size, device=device, progress=not args.quiet)
+    started = time.perf_counter()
+    sweep = []
+    for value in [float(v) for v in args.sweep_eps_inv.split(",") if v.strip()]:
+        part = causal_analysis(bundle, test.subset(torch.arange(min(args.sweep_n, len(test)))), eps_inv=value, **common)
+        sweep.append({"eps_inv": value, "kl_x1000": part["kl_x1000"], "inverted_accuracy": part["accuracy"]["inverted"],
+                      "h_zero_kl_x1000": part["controls"]["h_zero"]["kl_x1000"], "n_images": part["n_images"]})
+    result = causal_analysis(bundle, test, eps_inv=eps_inv, **common)
+    result.update({"eps_inv_sweep": sweep, "checkpoint": str(args.amr), "sha256": card["sha256"],
+                   "parent": card["parent"], "dataset": card["dataset"], "backbone": card["backbone"],
+                   "split": "test", "seconds": round(time.perf_counter() - started, 1), "hardware": hardware(),
+                   "versions": library_versions(), "command": "python -m cafe_core " + " ".join(sys.argv[1:])})
+    out = Path(args.out or f"benchmarks/results/causal_{config_name}.json")
+    if args.figure_n > 0:
+        from .explain import fig3_grid, fig3_targets, feature_inversion
+        from .causal import causal_view
+        from .attacks import build_attack
+
+        images, labels = test[list(range(min(args.figure_n, len(test))))]
+        images, labels = images.to(device), labels.to(device)
+        torch.manual_seed(args.seed)
+        attacker = build_attack(args.attack, bundle.backbone, result["attack"]["eps"], args.steps, args.seed)
+        view = causal_view(bundle.backbone, bundle.causal_estimator, bundle.counterfactual_generator,
+                           images, attacker(images, labels))
+        inversions = feature_inversion(bundle.backbone, fig3_targets(view), images.clone(), seed=args.seed)
+        figure = fig3_grid(images, inversions, labels, test.class_names, out.with_name(out.stem + "_fig3.png"),
+                           title=f"{card['dataset']} {card['backbone']}: feature inversions under {args.attack}")
+        result["figure"] = str(figure)
+    atomic_write_text(out, json.dumps(result, indent=2) + "\n")
+    table = causal_markdown(result)
+    atomic_write_text(out.with_suffix(".md"), table + "\n")
+    print(table)
+    print(f"wrote {out} ({result['seconds']:.0f} s)")
+    return 0
+
+
 def cmd_export_examples(args: argparse.Namespace) -> int:
     from PIL import Image
 
@@ -167,5 +226,6 @@ def cmd_export_examples(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handlers = {"train": cmd_train, "evaluate": cmd_evaluate, "export-examples": cmd_export_examples}
+    handlers = {"train": cmd_train, "evaluate": cmd_evaluate, "export-examples": cmd_export_examples,
+                "analyze": cmd_analyze}
     return handlers[args.command](args)
