@@ -6,8 +6,8 @@ c(target). Every target shares the same start, steps, prior and seed, so the pic
 only because their targets differ.
 
 Hand-written because neither captum nor torchattacks has feature-matching inversion (captum
-attributes predictions; its ``Optim`` module is activation maximisation, not matching a given
-feature map); torch.optim.Adam does the optimisation.
+attributes predictions to inputs; it cannot optimise an image towards a given feature map);
+torch.optim.Adam does the optimisation.
 """
 from __future__ import annotations
 
