@@ -182,7 +182,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
                    "versions": library_versions(), "command": "python -m cafe_core " + " ".join(sys.argv[1:])})
     out = Path(args.out or f"benchmarks/results/causal_{config_name}.json")
     if args.figure_n > 0:
-        from .explain import fig3_grid, fig3_targets, feature_inversion
+        from .explain import feature_inversion, fig3_grid, fig3_targets, make_start
         from .causal import causal_view
         from .attacks import build_attack
 
@@ -192,7 +192,10 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         attacker = build_attack(args.attack, bundle.backbone, result["attack"]["eps"], args.steps, args.seed)
         view = causal_view(bundle.backbone, bundle.causal_estimator, bundle.counterfactual_generator,
                            images, attacker(images, labels))
-        inversions = feature_inversion(bundle.backbone, fig3_targets(view), images.clone(), seed=args.seed)
+        # Same grey start for every column (explain.make_start), so each picture shows what its
+        # feature alone encodes.
+        start = make_start(tuple(images.shape), seed=args.seed, device=images.device)
+        inversions = feature_inversion(bundle.backbone, fig3_targets(view), start, seed=args.seed)
         figure = fig3_grid(images, inversions, labels, test.class_names, out.with_name(out.stem + "_fig3.png"),
                            title=f"{card['dataset']} {card['backbone']}: feature inversions under {args.attack}")
         result["figure"] = str(figure)
