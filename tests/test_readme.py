@@ -34,3 +34,13 @@ def test_requirements_admit_the_local_torch_wheels():
 
     assert "2.14.1" in SpecifierSet(torch_pin)
     assert "0.29.1" in SpecifierSet(vision_pin)
+
+
+def test_readme_results_match_the_result_files():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("readme_results", ROOT / "benchmarks" / "readme_results.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    current = (ROOT / "README.md").read_text()
+    assert module.render(current) == current, "run python benchmarks/readme_results.py"

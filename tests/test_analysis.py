@@ -1,0 +1,66 @@
+"""Loading an AMR-GMM checkpoint with its parent, and the analysis' controls."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from cafe_core.analysis import causal_analysis, load_amr
+from cafe_core.checkpoints import CheckpointError, save_checkpoint
+from cafe_core.models.estimator import create_estimator
+from cafe_core.stages import parent_record
+from tests.conftest import make_lite
+
+CARD = {"dataset": "fashion-mnist", "backbone": "lite", "eps": 0.1, "config": {}, "seed": 0}
+
+
+@pytest.fixture()
+def amr_files(tmp_path, toy_model):
+    adv = tmp_path / "adv.safetensors"
+    adv_card = save_checkpoint(adv, {"model": toy_model}, dict(CARD, stage="adv", parent=None))
+    torch.manual_seed(0)
+    h, g = create_estimator(128), create_estimator(128)
+    amr = tmp_path / "amr.safetensors"
+    save_checkpoint(amr, {"h": h, "g": g}, dict(CARD, stage="amr", parent=parent_record(adv, adv_card)))
+    return adv, amr
+
+
+def test_load_amr_returns_frozen_eval_modules(amr_files):
+    bundle = load_amr(amr_files[1])
+    assert not bundle.backbone.training and not bundle.causal_estimator.training
+    assert all(not p.requires_grad for p in bundle.backbone.parameters())
+    assert bundle.backbone_card["stage"] == "adv"
+
+
+def test_amr_refuses_a_backbone_it_was_not_trained_on(amr_files):
+    adv, amr = amr_files
+    save_checkpoint(adv, {"model": make_lite(seed=9)}, dict(CARD, stage="adv", parent=None))
+    with pytest.raises(CheckpointError, match="not the backbone amr.safetensors was trained on"):
+        load_amr(amr)
+
+
+def test_a_backbone_checkpoint_is_not_an_amr_checkpoint(amr_files):
+    with pytest.raises(CheckpointError, match="stage='adv' but 'amr' was requested"):
+        load_amr(amr_files[0])
+
+
+def test_parent_found_beside_the_checkpoint_when_the_folder_moved(amr_files, tmp_path):
+    import shutil
+
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    for path in amr_files:
+        for suffix in (".safetensors", ".json"):
+            shutil.move(path.with_suffix(suffix), moved / path.with_suffix(suffix).name)
+    assert load_amr(moved / "amr.safetensors").card["stage"] == "amr"
+
+
+def test_controls_and_norm_ratios_are_consistent(amr_files, fashion):
+    bundle = load_amr(amr_files[1])
+    result = causal_analysis(bundle, fashion[2].subset(torch.arange(40)), steps=3, eps_inv=0.05,
+                             batch_size=20, progress=False)
+    acc = result["accuracy"]
+    assert result["controls"]["h_zero"]["accuracy"]["causal"] == acc["natural"]
+    assert acc["adversarial"] <= acc["natural"]
+    assert result["controls"]["h_zero"]["kl_x1000"]["clean"] == 0
+    assert result["norm_ratio"]["h_z_over_z"] > 0 and result["n_images"] == 40
+    assert all(v >= 0 for v in result["kl_x1000"].values())
