@@ -8,11 +8,13 @@ import argparse
 import os
 from pathlib import Path
 
-import gradio as gr
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # works offline, in a classroom
 
-from cafe_core.checkpoints import CheckpointError
-from cafe_core.images import MAX_FILE_BYTES, ImageInputError, prepare_image
-from cafe_core.predict import checkpoint_dir, classify, load_stage
+import gradio as gr  # noqa: E402
+
+from cafe_core.checkpoints import CheckpointError  # noqa: E402
+from cafe_core.images import MAX_FILE_BYTES, ImageInputError, prepare_image  # noqa: E402
+from cafe_core.predict import checkpoint_dir, classify, load_stage  # noqa: E402
 
 EXAMPLE_DIR = Path(__file__).resolve().parent / "assets" / "examples"
 EXAMPLES = sorted(str(p) for p in EXAMPLE_DIR.glob("*.png"))

@@ -61,13 +61,24 @@ def load_amr(path: str | Path, device: str | torch.device = "cpu") -> AMRBundle:
     return AMRBundle(backbone.eval(), h.to(device).eval(), g.to(device).eval(), card, backbone_card)
 
 
-def default_eps_inv(dataset: str, backbone: str, config: dict[str, Any] | None = None) -> float:
-    """eps_inv from the config's [analysis] table, else the paper's table (method.md section 4)."""
-    if config and "eps_inv" in config.get("analysis", {}):
-        return float(config["analysis"]["eps_inv"])
-    if (dataset, backbone) in EPS_INV:
-        return EPS_INV[(dataset, backbone)]
-    raise ValueError(f"no eps_inv known for {dataset}/{backbone}; pass one explicitly")
+def analysis_settings(card: dict[str, Any]) -> dict[str, Any]:
+    """The ``[analysis]`` table of the recipe a checkpoint was trained with (empty if unknown)."""
+    from .config import load_config
+
+    try:
+        return dict(load_config(card.get("config_name") or "").get("analysis", {}))
+    except FileNotFoundError:
+        return dict(card.get("config", {}).get("analysis", {}))
+
+
+def default_eps_inv(card: dict[str, Any]) -> float:
+    """eps_inv from the recipe's [analysis] table, else the paper's table (method.md section 4)."""
+    settings = analysis_settings(card)
+    if "eps_inv" in settings:
+        return float(settings["eps_inv"])
+    if (card["dataset"], card["backbone"]) in EPS_INV:
+        return EPS_INV[(card["dataset"], card["backbone"])]
+    raise ValueError(f"no eps_inv known for {card['dataset']}/{card['backbone']}; pass one explicitly")
 
 
 def _norm_ratio(shift: torch.Tensor, variation: torch.Tensor) -> torch.Tensor:
@@ -104,7 +115,7 @@ def causal_analysis(bundle: AMRBundle, dataset: ImageTensors, attack: str = "pgd
     backbone, h, g = bundle.backbone, bundle.causal_estimator, bundle.counterfactual_generator
     card = bundle.card
     eps = float(card["eps"] if eps is None else eps)
-    eps_inv = float(default_eps_inv(card["dataset"], card["backbone"]) if eps_inv is None else eps_inv)
+    eps_inv = float(default_eps_inv(card) if eps_inv is None else eps_inv)
     attacker = build_attack(attack, backbone, eps, steps, seed, backbone.num_classes)
     inverter = CausalInversion(backbone, eps_inv, inversion_steps)
     t = _Tally()

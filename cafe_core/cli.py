@@ -151,7 +151,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_analyze(args: argparse.Namespace) -> int:
     from .analysis import causal_analysis, default_eps_inv, load_amr
     from .checkpoints import hardware, library_versions
-    from .config import load_config
     from .data import load_split
     from .reporting import causal_markdown
     from .serialization import atomic_write_text
@@ -161,11 +160,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     card = bundle.card
     cfg = card["config"]
     config_name = card.get("config_name") or "model"
-    try:
-        full_config = load_config(config_name)
-    except FileNotFoundError:
-        full_config = None
-    eps_inv = args.eps_inv if args.eps_inv is not None else default_eps_inv(card["dataset"], card["backbone"], full_config)
+    eps_inv = args.eps_inv if args.eps_inv is not None else default_eps_inv(card)
     test = load_split(card["dataset"], "test", args.data_root, cfg["n_val"], cfg["seed"], limit=args.n)
     common = dict(attack=args.attack, eps=args.eps, steps=args.steps, inversion_steps=args.inversion_steps,
                   seed=args.seed, batch_size=args.batch_size, device=device, progress=not args.quiet)

@@ -56,11 +56,15 @@ def load_config(name: str | Path, overrides: Iterable[str] = ()) -> dict[str, An
 
 
 def stage_config(config: dict[str, Any], stage: str) -> dict[str, Any]:
-    """The settings of one stage merged over the recipe's top-level keys (dataset, eps, seed...)."""
+    """The settings of one stage merged over the recipe's top-level values (dataset, eps, seed...).
+
+    Other tables (e.g. ``[analysis]``) are left out, so editing them never makes a trained
+    stage look out of date.
+    """
     stages = config.get("stages", {})
     if stage not in stages:
         raise KeyError(f"config {config.get('name')!r} has no [stages.{stage}] table; has {sorted(stages)}")
-    merged = {k: copy.deepcopy(v) for k, v in config.items() if k != "stages"}
+    merged = {k: copy.deepcopy(v) for k, v in config.items() if not isinstance(v, dict)}
     merged.update(copy.deepcopy(stages[stage]))
     merged["stage"] = stage
     return merged

@@ -1,8 +1,13 @@
 """Shared fixtures: real Fashion-MNIST subsets and a quickly trained toy model."""
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # tests never phone home
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from cafe_core.data import DEBIAN_FASHION_MNIST, get_info, load_split
 
@@ -51,3 +56,24 @@ def toy_model(fashion):
             loss.backward()
             opt.step()
     return model.eval()
+
+
+CARD = {"dataset": "fashion-mnist", "backbone": "lite", "eps": 0.1, "config": {}, "seed": 0}
+
+
+@pytest.fixture()
+def amr_files(tmp_path, toy_model):
+    """(adv, amr) checkpoint files: the toy backbone and untrained h, g, with matching cards."""
+    from cafe_core.checkpoints import save_checkpoint
+    from cafe_core.models.estimator import create_estimator
+    from cafe_core.stages import parent_record
+
+    adv = tmp_path / "adv.safetensors"
+    adv_card = save_checkpoint(adv, {"model": toy_model}, dict(CARD, stage="adv", parent=None))
+    torch.manual_seed(0)
+    h, g = create_estimator(128), create_estimator(128)
+    amr = tmp_path / "amr.safetensors"
+    save_checkpoint(amr, {"h": h, "g": g}, dict(CARD, stage="amr", parent=parent_record(adv, adv_card)))
+    return adv, amr
+
+

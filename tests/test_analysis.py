@@ -6,23 +6,7 @@ import torch
 
 from cafe_core.analysis import causal_analysis, load_amr
 from cafe_core.checkpoints import CheckpointError, save_checkpoint
-from cafe_core.models.estimator import create_estimator
-from cafe_core.stages import parent_record
-from tests.conftest import make_lite
-
-CARD = {"dataset": "fashion-mnist", "backbone": "lite", "eps": 0.1, "config": {}, "seed": 0}
-
-
-@pytest.fixture()
-def amr_files(tmp_path, toy_model):
-    adv = tmp_path / "adv.safetensors"
-    adv_card = save_checkpoint(adv, {"model": toy_model}, dict(CARD, stage="adv", parent=None))
-    torch.manual_seed(0)
-    h, g = create_estimator(128), create_estimator(128)
-    amr = tmp_path / "amr.safetensors"
-    save_checkpoint(amr, {"h": h, "g": g}, dict(CARD, stage="amr", parent=parent_record(adv, adv_card)))
-    return adv, amr
-
+from tests.conftest import CARD, make_lite
 
 def test_load_amr_returns_frozen_eval_modules(amr_files):
     bundle = load_amr(amr_files[1])

@@ -1,0 +1,97 @@
+"""The ``defense`` stage: fine-tune a defended network, with or without CAFE (method.md section 5).
+
+Recipe: start from the ADV checkpoint, SGD lr 1e-3, momentum 0.9, weight decay 2e-4, one
+triangular cycle 0 -> lr -> 0 stepped per batch, PGD-10 at eps. Per batch:
+
+1. inputs at the current weights, with the net in eval mode (attack base class):
+   x_adv from the defense's own attack, and x_inv from causal inversion when CAFE is on;
+2. AWP/HELP only: compute the weight perturbation v and add it;
+3. net in train mode: loss = defense loss (+ L_CAFE), one optimizer step;
+4. AWP/HELP only: remove v, keeping the optimizer's update.
+
+Validation matches ``ClassifierStage``: clean accuracy on the validation split and PGD robust
+accuracy on its first ``val_adv_images`` images; checkpoints are selected on robust accuracy.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from .attacks import build_attack
+from .data import ImageTensors
+from .defenses import build_cafe, build_defense
+from .evaluate import accuracy
+from .train import Precision, one_cycle
+
+
+class DefenseStage:
+    """Fine-tune ``model`` with a named defense and an optional CAFE term.
+
+    Config keys: defense (a ``DEFENSES`` name), cafe (None/"none", "cafe", "control-h0"),
+    eps, steps, eps_inv, inversion_steps, lr, momentum, weight_decay, warmup, epochs;
+    validation: val_attack, val_steps, val_adv_images, seed.
+
+    Args:
+        model: the network to fine-tune (normally the ADV backbone); the only saved module.
+        steps_per_epoch: batches per epoch, for the one-cycle schedule.
+        causal_estimator: frozen h for ``cafe="cafe"`` (from ``analysis.load_amr``).
+        std_model: frozen standard model for ``defense="help"``.
+    """
+
+    name = "defense"
+    selection_metric = "robust_acc"
+
+    def __init__(self, model: nn.Module, cfg: dict[str, Any], steps_per_epoch: int, device: torch.device,
+                 precision: Precision, *, causal_estimator: nn.Module | None = None,
+                 std_model: nn.Module | None = None) -> None:
+        self.model = model.to(device)
+        self.cfg = cfg
+        self.device = device
+        self.precision = precision
+        # Helpers live on the device but outside ``modules``: they are inputs (with their own
+        # checkpoints), never trained or saved here.
+        self.defense = build_defense(cfg["defense"], cfg["eps"], cfg.get("steps", 10),
+                                     std_model=std_model.to(device) if std_model is not None else None)
+        self.cafe = build_cafe(cfg.get("cafe"), causal_estimator.to(device) if causal_estimator is not None
+                               else None, cfg.get("eps_inv", 0.0), cfg.get("inversion_steps", 10))
+        self.label = self.defense.name + (f"-{self.cafe.mode}" if self.cafe is not None else "")
+        self.modules = {"model": self.model}
+        opt = torch.optim.SGD(self.model.parameters(), lr=cfg.get("lr", 1e-3), momentum=cfg.get("momentum", 0.9),
+                              weight_decay=cfg.get("weight_decay", 2e-4))
+        self.optimizers = {"model": opt}
+        factor = one_cycle(steps_per_epoch * cfg["epochs"], cfg.get("warmup", 0.5))
+        self.schedulers = {"model": torch.optim.lr_scheduler.LambdaLR(opt, factor)}
+
+    def train_batch(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+        net, optimizer = self.model, self.optimizers["model"]
+        net.train()
+        with self.precision.autocast():
+            adversarial = self.defense.adversarial(net, images, labels)
+            inverted = self.cafe.invert(net, images, adversarial) if self.cafe is not None else None
+            # Computed eagerly here, at the unperturbed weights; applied by the ``with`` below.
+            perturbation = self.defense.weight_perturbation(net, images, labels, adversarial)
+        net.train()
+        with perturbation:
+            with self.precision.autocast():
+                loss, logs = self.defense.loss(net, images, labels, adversarial)
+                logs["defense_loss"] = loss.item()
+                if self.cafe is not None:
+                    cafe_loss, cafe_logs = self.cafe.loss(net, adversarial, inverted)
+                    loss = loss + cafe_loss
+                    logs.update(cafe_logs)
+            self.precision.step(loss, optimizer)
+        self.schedulers["model"].step()
+        return {"loss": loss.item(), **logs}
+
+    def validate(self, dataset: ImageTensors) -> dict[str, float]:
+        self.model.eval()
+        metrics = {"clean_acc": accuracy(self.model, dataset, device=self.device)}
+        num_classes = getattr(self.model, "num_classes", 10)
+        attack = build_attack(self.cfg.get("val_attack", "pgd"), self.model, self.cfg["eps"],
+                              self.cfg.get("val_steps", 10), num_classes=num_classes)
+        torch.manual_seed(self.cfg.get("seed", 0))
+        metrics["robust_acc"] = accuracy(self.model, dataset, attack, device=self.device,
+                                         limit=self.cfg.get("val_adv_images", 1000))
+        return metrics
