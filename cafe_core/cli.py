@@ -26,8 +26,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     train = sub.add_parser("train", help="train one stage and write a checkpoint + card")
-    train.add_argument("--stage", required=True, choices=["standard", "adv", "amr"])
-    train.add_argument("--parent", default=None, help="checkpoint to start from (amr: the ADV backbone)")
+    train.add_argument("--stage", required=True, choices=["standard", "adv", "amr", "defense"])
+    train.add_argument("--parent", default=None, help="checkpoint to start from (amr, defense: the ADV backbone)")
+    train.add_argument("--defense", default=None, help="defense stage: adv, trades, mart, awp, help")
+    train.add_argument("--cafe", action="store_true", help="defense stage: add the CAFE term (causal inoculation)")
+    train.add_argument("--control-h0", action="store_true", help="defense stage: CAFE term with h = 0 (control)")
+    train.add_argument("--amr", default=None, help="AMR-GMM checkpoint whose h CAFE uses")
+    train.add_argument("--std-model", default=None, help="standard model for HELP")
     train.add_argument("--config", default="fashion_lite", help="name in configs/ or a .toml path")
     train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config value, e.g. stages.adv.epochs=2 (repeatable)")
@@ -100,9 +105,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     device = _setup(args)
     config = load_config(args.config, args.overrides)
     started = time.perf_counter()
+    if args.cafe and args.control_h0:
+        raise SystemExit("choose --cafe or --control-h0, not both")
+    cafe = "cafe" if args.cafe else ("control-h0" if args.control_h0 else None)
     result = run_stage(config, args.stage, parent=args.parent, out=args.out, limit=args.limit,
                        data_root=args.data_root, device=device, progress=not args.quiet,
-                       command="python -m cafe_core " + " ".join(sys.argv[1:]))
+                       command="python -m cafe_core " + " ".join(sys.argv[1:]), defense=args.defense,
+                       cafe=cafe, amr=args.amr, std_model=args.std_model)
     print(f"wrote {result.card['weights']} (epoch {result.card['epoch_selected']} selected; "
           f"{time.perf_counter() - started:.0f} s this run)")
     print(json.dumps(result.card["metrics"], indent=2))

@@ -13,8 +13,14 @@ from .data import get_info, load_split
 from .models import create_model
 from .train import FitResult, Precision, fit, pick_device, seed_everything
 
-STAGES = ("standard", "adv", "amr")
-PARENT_STAGE = {"amr": "adv"}
+STAGES = ("standard", "adv", "amr", "defense")
+PARENT_STAGE = {"amr": "adv", "defense": "adv"}
+CAFE_CHOICES = (None, "cafe", "control-h0")
+
+
+def defense_label(defense: str, cafe: str | None) -> str:
+    """File stem of a defense checkpoint: ``defense_trades``, ``defense_trades-cafe``, ..."""
+    return f"defense_{defense}" + (f"-{cafe}" if cafe else "")
 
 
 def default_output(cfg: dict[str, Any], stage: str) -> Path:
@@ -31,18 +37,29 @@ def run_stage(config: dict[str, Any], stage: str, *, parent: str | Path | None =
               out: str | Path | None = None, limit: int | None = None, data_root: str | None = None,
               device: str | torch.device | None = None, progress: bool = True, command: str = "",
               on_epoch: Callable[[dict], None] | None = None,
-              should_stop: Callable[[], bool] | None = None) -> FitResult:
+              should_stop: Callable[[], bool] | None = None, defense: str | None = None,
+              cafe: str | None = None, amr: str | Path | None = None,
+              std_model: str | Path | None = None) -> FitResult:
     """Train ``stage`` of ``config`` and write its checkpoint + card.
 
     Args:
         parent: checkpoint the stage starts from (``amr``: the ADV backbone; default
             ``<checkpoint_dir>/adv.safetensors``).
         limit: train on the first N training images (default: the config's ``train_limit``).
+        defense, cafe: for ``defense``: a ``DEFENSES`` name and None / "cafe" / "control-h0".
+        amr: AMR-GMM checkpoint whose h CAFE uses (default ``<checkpoint_dir>/amr.safetensors``).
+        std_model: standard model for HELP (default ``<checkpoint_dir>/standard.safetensors``).
     """
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}; known: {', '.join(STAGES)}")
     device = torch.device(device) if device is not None else pick_device()
     cfg = stage_config(config, stage)
+    if stage == "defense":
+        if not defense:
+            raise ValueError("the defense stage needs --defense (adv, trades, mart, awp, help)")
+        if cafe not in CAFE_CHOICES:
+            raise ValueError(f"cafe must be one of {CAFE_CHOICES}, got {cafe!r}")
+        cfg.update(defense=defense, cafe=cafe)
     info = get_info(cfg["dataset"])
     limit = limit if limit is not None else cfg.get("train_limit")
     train_set = load_split(info.name, "train", data_root, cfg["n_val"], cfg["seed"], limit=limit)
@@ -60,14 +77,45 @@ def run_stage(config: dict[str, Any], stage: str, *, parent: str | Path | None =
             raise CheckpointError(f"parent {parent_path.name} was trained on {parent_card['dataset']}, "
                                   f"config asks for {info.name}")
         card["parent"] = parent_record(parent_path, parent_card)
-        from .amr_gmm import AMRStage
+        if stage == "amr":
+            from .amr_gmm import AMRStage
 
-        runner = AMRStage(backbone, cfg, device, precision)
+            runner = AMRStage(backbone, cfg, device, precision)
+        else:
+            runner = _defense_stage(cfg, backbone, card, train_set, device, precision, amr, std_model)
     else:
         from .classifier_stages import ClassifierStage
 
         model = create_model(cfg["backbone"], info.channels, info.num_classes, info.mean, info.std)
         runner = ClassifierStage(stage, model, cfg, len(train_set) // cfg["batch_size"], device, precision)
+    default = default_output(cfg, defense_label(defense, cafe) if stage == "defense" else stage)
     return fit(runner, train_set, val_set, epochs=cfg["epochs"], batch_size=cfg["batch_size"],
-               seed=cfg["seed"], out=Path(out) if out else default_output(cfg, stage), card=card,
+               seed=cfg["seed"], out=Path(out) if out else default, card=card,
                device=device, progress=progress, on_epoch=on_epoch, should_stop=should_stop)
+
+
+def _defense_stage(cfg: dict[str, Any], backbone: torch.nn.Module, card: dict[str, Any], train_set, device,
+                   precision: Precision, amr: str | Path | None, std_model: str | Path | None):
+    """The defense stage with its frozen helpers (h for CAFE, the standard model for HELP)."""
+    from .analysis import default_eps_inv, load_amr
+    from .defense_stage import DefenseStage
+
+    folder = Path(cfg["checkpoint_dir"])
+    causal_estimator = None
+    if cfg["cafe"] is not None:
+        amr_path = Path(amr) if amr else folder / "amr.safetensors"
+        bundle = load_amr(amr_path, device)
+        if bundle.card["parent"]["sha256"] != card["parent"]["sha256"]:
+            raise CheckpointError(f"{amr_path.name} was trained on another backbone than {card['parent']['path']}")
+        cfg.setdefault("eps_inv", default_eps_inv(bundle.card))
+        card["amr"] = parent_record(amr_path, bundle.card)
+        causal_estimator = bundle.causal_estimator if cfg["cafe"] == "cafe" else None
+    helper = None
+    if cfg["defense"] == "help":
+        std_path = Path(std_model) if std_model else folder / "standard.safetensors"
+        helper, std_card = load_backbone(std_path, backbone=cfg["backbone"], device=device)
+        card["std_model"] = parent_record(std_path, std_card)
+    for p in backbone.parameters():
+        p.requires_grad_(True)
+    return DefenseStage(backbone, cfg, len(train_set) // cfg["batch_size"], device, precision,
+                        causal_estimator=causal_estimator, std_model=helper)

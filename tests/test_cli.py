@@ -61,3 +61,25 @@ def test_analyze_writes_the_causal_json_and_figure(trained):
     assert result["controls"]["h_zero"]["accuracy"]["causal"] == result["accuracy"]["natural"]
     assert result["controls"]["h_zero"]["kl_x1000"]["clean"] == 0
     assert (trained / "causal_test_fig3.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("defense,flag", [("trades", "--cafe"), ("help", "--control-h0")])
+def test_defense_stage_from_the_cli(trained, defense, flag):
+    out = trained / f"{defense}.safetensors"
+    assert main(["train", "--stage", "defense", "--defense", defense, flag, "--limit", "64", "--quiet",
+                 "--parent", str(trained / "adv.safetensors"), "--amr", str(trained / "amr.safetensors"),
+                 "--std-model", str(trained / "adv.safetensors"), "--out", str(out),
+                 "--set", "stages.defense.epochs=1", "--set", "stages.defense.val_adv_images=32",
+                 "--set", "stages.defense.steps=2"]) == 0
+    card = json.loads(out.with_suffix(".json").read_text())
+    assert card["config"]["defense"] == defense and card["config"]["cafe"] == flag.lstrip("-")
+    assert card["parent"]["stage"] == "adv" and card["amr"]["stage"] == "amr"
+    assert card["config"]["eps_inv"] == 0.05  # from configs/fashion_lite.toml [analysis]
+    assert ("std_model" in card) == (defense == "help")
+
+
+def test_defense_stage_refuses_bad_combinations(trained):
+    with pytest.raises(SystemExit, match="not both"):
+        main(["train", "--stage", "defense", "--defense", "adv", "--cafe", "--control-h0"])
+    with pytest.raises(ValueError, match="needs --defense"):
+        main(["train", "--stage", "defense", "--parent", str(trained / "adv.safetensors"), "--limit", "64"])
