@@ -13,10 +13,18 @@ gradio_client = pytest.importorskip("gradio_client")
 
 @pytest.fixture(scope="module")
 def checkpoint_set(toy_model, tmp_path_factory):
+    from cafe_core.models.estimator import create_estimator
+    from cafe_core.stages import parent_record
+
     folder = tmp_path_factory.mktemp("set")
-    save_checkpoint(folder / "adv.safetensors", {"model": toy_model},
-                    {"dataset": "fashion-mnist", "backbone": "lite", "stage": "adv", "parent": None,
-                     "eps": 0.1, "config": {}, "metrics": {"val_clean_acc": 0.6, "val_robust_acc": 0.1}})
+    adv = folder / "adv.safetensors"
+    card = save_checkpoint(adv, {"model": toy_model},
+                           {"dataset": "fashion-mnist", "backbone": "lite", "stage": "adv", "parent": None,
+                            "eps": 0.1, "config": {}, "metrics": {"val_clean_acc": 0.6, "val_robust_acc": 0.1}})
+    torch.manual_seed(0)
+    save_checkpoint(folder / "amr.safetensors", {"h": create_estimator(128), "g": create_estimator(128)},
+                    {"dataset": "fashion-mnist", "backbone": "lite", "stage": "amr", "eps": 0.1,
+                     "config_name": "fashion_lite", "config": {}, "parent": parent_record(adv, card)})
     return folder
 
 
@@ -45,6 +53,38 @@ def test_classify_endpoint_matches_the_library(client, checkpoint_set):
     top = max(confidences, key=confidences.get)
     assert top == expected.name and confidences[top] == pytest.approx(expected.confidence, abs=1e-4)
     assert "What the model sees" in notes
+
+
+def test_explore_endpoint_returns_every_panel(client):
+    import app
+
+    example = app.EXAMPLES[3]  # a dress: true label known from the gallery file name
+    gallery, probs, channels, summary, numbers = client.predict(
+        gradio_client.handle_file(example), "pgd", 25, 5, 0, "none", api_name="/explore")
+    assert len(gallery) == len(app.PANELS)
+    captions = [item["caption"] for item in gallery]
+    assert captions[0].startswith("Clean: ") and "Causal inversion" in captions[3]
+    assert any(c.endswith(("✓", "✗")) for c in captions)
+    assert numbers["settings"]["eps"] == pytest.approx(25 / 255) and numbers["settings"]["true_label"] == 3
+    assert numbers["linf"] <= 25 / 255 + 1e-6
+    for view in numbers["predictions"].values():
+        assert sum(view["probabilities"]) == pytest.approx(1.0, abs=1e-4)
+    assert "KL to the causal prediction" in summary
+    assert probs is not None and channels is not None
+
+
+@pytest.mark.parametrize("args,message", [
+    (("pgd", 300, 5, 0, "none"), "eps"),
+    (("pgd", "nan", 5, 0, "none"), "eps"),
+    (("pgd", 8, 10_000, 0, "none"), "steps"),
+    (("deepfool", 8, 5, 0, "none"), "Unknown attack"),
+    (("pgd", 8, 5, 0, "Spaceship"), "Unknown target"),
+])
+def test_explore_refuses_out_of_range_settings(client, args, message):
+    import app
+
+    with pytest.raises(Exception, match=message):
+        client.predict(gradio_client.handle_file(app.EXAMPLES[0]), *args, api_name="/explore")
 
 
 def test_non_image_upload_gives_a_clear_error_and_the_app_keeps_serving(client, tmp_path):
