@@ -66,11 +66,17 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--sweep-n", type=int, default=1000)
     an.add_argument("--n", type=int, default=None, help="first N test images (default: all)")
     an.add_argument("--figure-n", type=int, default=6, help="images in the Fig. 3-style grid (0: none)")
+    an.add_argument("--figure-select", choices=["fooled", "first"], default="fooled",
+                    help="grid images: the first ones the attack fools (default) or simply the first ones")
+    an.add_argument("--figure-only", action="store_true", help="only (re)draw the Fig. 3-style grid")
     an.add_argument("--seed", type=int, default=0)
     an.add_argument("--batch-size", type=int, default=500)
     an.add_argument("--out", default=None, help="JSON path (default: benchmarks/results/causal_<config>.json)")
     an.add_argument("--data-root", default=None)
     _add_common(an)
+
+    rp = sub.add_parser("report", help="re-render the markdown of a results JSON (causal_*.json or eval_*.json)")
+    rp.add_argument("json", help="a results file written by analyze or evaluate")
 
     ex = sub.add_parser("export-examples", help="write one real test image per class as PNG (app gallery)")
     ex.add_argument("--dataset", default="fashion-mnist")
@@ -122,7 +128,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .checkpoints import library_versions, load_backbone
     from .data import load_split
     from .evaluate import evaluate_attacks
-    from .reporting import markdown_table
+    from .reporting import eval_markdown
     from .serialization import atomic_write_text
 
     device = _setup(args)
@@ -146,15 +152,41 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     report["hardware"] = hardware()
     atomic_write_text(out, json.dumps(report, indent=2) + "\n")
-    rows = [[a, f"{100 * result['accuracy'][a]:.2f}", str(result["n_images"][a]), f"{result['seconds'][a]:.0f}"]
-            for a in attacks]
-    table = markdown_table(["attack", "accuracy %", "images", "seconds"], rows)
-    atomic_write_text(out.with_suffix(".md"), f"{card['dataset']} {card['backbone']} {card['stage']}, "
-                      f"eps={eps:.4f}, seed={args.seed}\n\n{table}\n")
+    table = eval_markdown(report)
+    atomic_write_text(out.with_suffix(".md"), table + "\n")
     state.unlink(missing_ok=True)
     print(table)
     print(f"wrote {out}")
     return 0
+
+
+def _fig3_for(bundle, test, args: argparse.Namespace, path: Path, device: torch.device) -> Path:
+    """Fig. 3-style grid for ``args.figure_n`` test images: by default the first ones the attack
+    fools (correct when clean, wrong when attacked), as in the paper's figure."""
+    from .attacks import build_attack
+    from .causal import causal_view
+    from .explain import feature_inversion, fig3_grid, fig3_targets, make_start
+
+    card = bundle.card
+    eps = card["eps"] if args.eps is None else args.eps
+    attacker = build_attack(args.attack, bundle.backbone, eps, args.steps, args.seed, bundle.backbone.num_classes)
+    pool = test[list(range(min(len(test), 50 * args.figure_n)))]
+    images, labels = pool[0].to(device), pool[1].to(device)
+    torch.manual_seed(args.seed)
+    adversarial = attacker(images, labels)
+    with torch.no_grad():
+        fooled = (bundle.backbone(images).argmax(1) == labels) & (bundle.backbone(adversarial).argmax(1) != labels)
+    chosen = (fooled.nonzero().flatten() if args.figure_select == "fooled" else torch.arange(len(labels)))
+    chosen = chosen[: args.figure_n]
+    images, labels, adversarial = images[chosen], labels[chosen], adversarial[chosen]
+    view = causal_view(bundle.backbone, bundle.causal_estimator, bundle.counterfactual_generator, images, adversarial)
+    # Same grey start for every column, so each picture shows what its feature alone encodes.
+    start = make_start(tuple(images.shape), seed=args.seed, device=images.device)
+    inversions = feature_inversion(bundle.backbone, fig3_targets(view), start, seed=args.seed)
+    what = "images the attack fools" if args.figure_select == "fooled" else "first test images"
+    return fig3_grid(images, inversions, labels, test.class_names, path,
+                     title=f"{card['dataset']} {card['backbone']}: feature inversions under "
+                           f"{args.attack}-{args.steps} ({what})")
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
@@ -171,6 +203,10 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     config_name = card.get("config_name") or "model"
     eps_inv = args.eps_inv if args.eps_inv is not None else default_eps_inv(card)
     test = load_split(card["dataset"], "test", args.data_root, cfg["n_val"], cfg["seed"], limit=args.n)
+    if args.figure_only:
+        out = Path(args.out or f"benchmarks/results/causal_{config_name}.json")
+        print(f"wrote {_fig3_for(bundle, test, args, out.with_name(out.stem + '_fig3.png'), device)}")
+        return 0
     common = dict(attack=args.attack, eps=args.eps, steps=args.steps, inversion_steps=args.inversion_steps,
                   seed=args.seed, batch_size=args.batch_size, device=device, progress=not args.quiet)
     started = time.perf_counter()
@@ -186,28 +222,24 @@ def cmd_analyze(args: argparse.Namespace) -> int:
                    "versions": library_versions(), "command": "python -m cafe_core " + " ".join(sys.argv[1:])})
     out = Path(args.out or f"benchmarks/results/causal_{config_name}.json")
     if args.figure_n > 0:
-        from .explain import feature_inversion, fig3_grid, fig3_targets, make_start
-        from .causal import causal_view
-        from .attacks import build_attack
-
-        images, labels = test[list(range(min(args.figure_n, len(test))))]
-        images, labels = images.to(device), labels.to(device)
-        torch.manual_seed(args.seed)
-        attacker = build_attack(args.attack, bundle.backbone, result["attack"]["eps"], args.steps, args.seed)
-        view = causal_view(bundle.backbone, bundle.causal_estimator, bundle.counterfactual_generator,
-                           images, attacker(images, labels))
-        # Same grey start for every column (explain.make_start), so each picture shows what its
-        # feature alone encodes.
-        start = make_start(tuple(images.shape), seed=args.seed, device=images.device)
-        inversions = feature_inversion(bundle.backbone, fig3_targets(view), start, seed=args.seed)
-        figure = fig3_grid(images, inversions, labels, test.class_names, out.with_name(out.stem + "_fig3.png"),
-                           title=f"{card['dataset']} {card['backbone']}: feature inversions under {args.attack}")
-        result["figure"] = str(figure)
+        result["figure"] = str(_fig3_for(bundle, test, args, out.with_name(out.stem + "_fig3.png"), device))
     atomic_write_text(out, json.dumps(result, indent=2) + "\n")
     table = causal_markdown(result)
     atomic_write_text(out.with_suffix(".md"), table + "\n")
     print(table)
     print(f"wrote {out} ({result['seconds']:.0f} s)")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .reporting import causal_markdown, eval_markdown
+    from .serialization import atomic_write_text
+
+    path = Path(args.json)
+    result = json.loads(path.read_text())
+    text = causal_markdown(result) if "kl_x1000" in result else eval_markdown(result)
+    atomic_write_text(path.with_suffix(".md"), text + "\n")
+    print(text)
     return 0
 
 
@@ -234,5 +266,5 @@ def cmd_export_examples(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handlers = {"train": cmd_train, "evaluate": cmd_evaluate, "export-examples": cmd_export_examples,
-                "analyze": cmd_analyze}
+                "analyze": cmd_analyze, "report": cmd_report}
     return handlers[args.command](args)
