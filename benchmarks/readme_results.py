@@ -34,7 +34,10 @@ def section(title: str, stem: str) -> str | None:
     figure = RESULTS / f"{stem}_fig3.png"
     if figure.is_file():
         parts += [f"![Fig. 3-style feature inversions]({figure.relative_to(ROOT).as_posix()})", ""]
-    parts += [f"Command: `{meta.get('command', '?')}`  ", f"Hardware: {meta.get('hardware', '?')}", ""]
+    parts += [f"Command: `{meta.get('command', '?')}`  "]
+    if meta.get("figure_command"):
+        parts += [f"Figure: `{meta['figure_command']}`  "]
+    parts += [f"Hardware: {meta.get('hardware', '?')}", ""]
     return "\n".join(parts)
 
 

@@ -205,7 +205,14 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     test = load_split(card["dataset"], "test", args.data_root, cfg["n_val"], cfg["seed"], limit=args.n)
     if args.figure_only:
         out = Path(args.out or f"benchmarks/results/causal_{config_name}.json")
-        print(f"wrote {_fig3_for(bundle, test, args, out.with_name(out.stem + '_fig3.png'), device)}")
+        figure = _fig3_for(bundle, test, args, out.with_name(out.stem + "_fig3.png"), device)
+        if out.is_file():  # record how the figure beside the results was made
+            from .serialization import atomic_write_text
+
+            saved = json.loads(out.read_text())
+            saved.update(figure=str(figure), figure_command="python -m cafe_core " + " ".join(sys.argv[1:]))
+            atomic_write_text(out, json.dumps(saved, indent=2) + "\n")
+        print(f"wrote {figure}")
         return 0
     common = dict(attack=args.attack, eps=args.eps, steps=args.steps, inversion_steps=args.inversion_steps,
                   seed=args.seed, batch_size=args.batch_size, device=device, progress=not args.quiet)
