@@ -5,6 +5,7 @@ Run: ``python app.py [--checkpoints DIR] [--host 127.0.0.1] [--port 7860] [--sha
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 from pathlib import Path
 
@@ -48,12 +49,21 @@ def upload_path(image: dict | str | None, cache_dir: str | Path) -> str:
     return str(resolved)
 
 
+def _example_labels() -> dict[str, int]:
+    """sha256 of each gallery file -> its class (file names are ``<label>_<name>_test<i>.png``).
+
+    Matched by content because gradio hands the handler a cached copy, not the gallery path.
+    """
+    return {hashlib.sha256(Path(p).read_bytes()).hexdigest(): int(Path(p).name.split("_", 1)[0])
+            for p in EXAMPLES if Path(p).name.split("_", 1)[0].isdigit()}
+
+
+EXAMPLE_LABELS = _example_labels()
+
+
 def example_label(path: str) -> int | None:
-    """True class of a gallery example, from its file name ``<label>_<name>_test<i>.png``."""
-    name = Path(path).name
-    if Path(path).resolve().parent == EXAMPLE_DIR and name.split("_", 1)[0].isdigit():
-        return int(name.split("_", 1)[0])
-    return None
+    """True class of an image if it is one of the gallery's test images, else None."""
+    return EXAMPLE_LABELS.get(hashlib.sha256(Path(path).read_bytes()).hexdigest())
 
 
 def checked_number(value, low: float, high: float, what: str) -> float:

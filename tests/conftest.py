@@ -11,7 +11,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from cafe_core.data import DEBIAN_FASHION_MNIST, get_info, load_split
 
-torch.set_num_threads(2)
+torch.set_num_threads(int(os.environ.get("CAFE_TEST_THREADS", "2")))
 
 
 def pytest_collection_modifyitems(config, items):

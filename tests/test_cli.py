@@ -46,7 +46,7 @@ def test_evaluate_prints_and_writes_json(trained, capsys):
     acc = report["accuracy"]
     assert report["n_images"] == {"clean": 100, "fgsm": 100, "pgd": 100}
     assert 0 <= acc["pgd"] <= acc["clean"] <= 1
-    assert "| pgd |" in capsys.readouterr().out
+    assert "| pgd-3 |" in capsys.readouterr().out
     assert not out.with_suffix(".state.json").exists()
 
 
