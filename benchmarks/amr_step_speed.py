@@ -46,9 +46,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10, help="PGD steps")
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--device", default=None)
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     device = pick_device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     model = create_model(args.backbone, args.channels, 10).to(device)
     stage = AMRStage(model, {"eps": 0.1, "steps": args.steps}, device, Precision(device))

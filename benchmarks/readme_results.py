@@ -21,7 +21,8 @@ BEGIN, END = "<!-- RESULTS:BEGIN -->", "<!-- RESULTS:END -->"
 SECTIONS = [
     ("Lite ADV backbone (Fashion-MNIST, eps 0.1)", "eval_fashion_lite_adv"),
     ("Causal analysis of the AMR-GMM estimator (Fashion-MNIST lite, PGD)", "causal_fashion_lite"),
-    ("AMR-GMM step cost", "amr_step_speed_lite_cpu"),
+    ("AMR-GMM step cost, lite backbone (CPU)", "amr_step_speed_lite_cpu"),
+    ("AMR-GMM step cost, ResNet-18 at 32x32 (CPU, batch 16)", "amr_step_speed_resnet18_cpu"),
 ]
 
 
