@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import platform
-import sys
 import time
 from pathlib import Path
 from typing import Any, Mapping
@@ -171,6 +170,3 @@ def load_backbone(weights: str | Path, backbone: str | None = None, device: str 
     load_into(model, states["model"], f"backbone {card['backbone']!r}")
     return model.to(device).eval(), card
 
-
-def versions_line() -> str:
-    return " ".join(f"{k}={v}" for k, v in library_versions().items()) + f" ({sys.platform})"
