@@ -77,7 +77,9 @@ def evaluate_attacks(model: nn.Module, dataset: ImageTensors, attacks: Sequence[
         correct: list[int] = []
         loader = make_loader(subset, batch_size, shuffle=False)
         for index, (images, labels) in enumerate(tqdm(loader, disable=not progress, desc=name, leave=False)):
-            if str(index) not in done["batches"]:
+            # A stored batch is reused only if it covers the same images (a different --limit
+            # changes the length of the last batch).
+            if len(done["batches"].get(str(index), ())) != len(labels):
                 start = time.perf_counter()
                 # Seed per batch so a resumed run draws the same random starts as an unbroken one.
                 torch.manual_seed(seed * 100_003 + index)
