@@ -13,7 +13,7 @@ from torch import nn
 
 from .attacks import build_attack
 from .data import ImageTensors
-from .evaluate import accuracy
+from .evaluate import validation_metrics
 from .train import Precision, one_cycle
 
 
@@ -55,12 +55,4 @@ class ClassifierStage:
         return {"loss": loss.item(), "acc": (logits.argmax(1) == labels).float().mean().item()}
 
     def validate(self, dataset: ImageTensors) -> dict[str, float]:
-        self.model.eval()
-        metrics = {"clean_acc": accuracy(self.model, dataset, device=self.device)}
-        if self.attack is not None:
-            attack = build_attack(self.cfg.get("val_attack", "pgd"), self.model, self.cfg["eps"],
-                                  self.cfg.get("val_steps", 10), num_classes=self.model.num_classes)
-            torch.manual_seed(self.cfg.get("seed", 0))
-            metrics["robust_acc"] = accuracy(self.model, dataset, attack, device=self.device,
-                                             limit=self.cfg.get("val_adv_images", 1000))
-        return metrics
+        return validation_metrics(self.model, dataset, self.cfg, self.device, robust=self.attack is not None)

@@ -207,8 +207,6 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         out = Path(args.out or f"benchmarks/results/causal_{config_name}.json")
         figure = _fig3_for(bundle, test, args, out.with_name(out.stem + "_fig3.png"), device)
         if out.is_file():  # record how the figure beside the results was made
-            from .serialization import atomic_write_text
-
             saved = json.loads(out.read_text())
             saved.update(figure=str(figure), figure_command="python -m cafe_core " + " ".join(sys.argv[1:]))
             atomic_write_text(out, json.dumps(saved, indent=2) + "\n")

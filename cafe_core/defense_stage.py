@@ -19,10 +19,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from .attacks import build_attack
 from .data import ImageTensors
 from .defenses import build_cafe, build_defense
-from .evaluate import accuracy
+from .evaluate import validation_metrics
 from .train import Precision, one_cycle
 
 
@@ -86,12 +85,4 @@ class DefenseStage:
         return {"loss": loss.item(), **logs}
 
     def validate(self, dataset: ImageTensors) -> dict[str, float]:
-        self.model.eval()
-        metrics = {"clean_acc": accuracy(self.model, dataset, device=self.device)}
-        num_classes = getattr(self.model, "num_classes", 10)
-        attack = build_attack(self.cfg.get("val_attack", "pgd"), self.model, self.cfg["eps"],
-                              self.cfg.get("val_steps", 10), num_classes=num_classes)
-        torch.manual_seed(self.cfg.get("seed", 0))
-        metrics["robust_acc"] = accuracy(self.model, dataset, attack, device=self.device,
-                                         limit=self.cfg.get("val_adv_images", 1000))
-        return metrics
+        return validation_metrics(self.model, dataset, self.cfg, self.device, robust=True)

@@ -48,6 +48,21 @@ def accuracy(model: nn.Module, dataset: ImageTensors, attack: Callable | None = 
     return hits / max(seen, 1)
 
 
+def validation_metrics(model: nn.Module, dataset: ImageTensors, cfg: dict[str, Any], device: torch.device,
+                       robust: bool = True) -> dict[str, float]:
+    """Per-epoch validation of a classifier stage: clean accuracy on ``dataset`` and, if
+    ``robust``, accuracy under ``cfg['val_attack']`` (PGD-``val_steps`` at ``eps``, seeded) on its
+    first ``val_adv_images`` images."""
+    model.eval()
+    metrics = {"clean_acc": accuracy(model, dataset, device=device)}
+    if robust:
+        attack = build_attack(cfg.get("val_attack", "pgd"), model, cfg["eps"], cfg.get("val_steps", 10),
+                              num_classes=getattr(model, "num_classes", 10))
+        torch.manual_seed(cfg.get("seed", 0))
+        metrics["robust_acc"] = accuracy(model, dataset, attack, device=device, limit=cfg.get("val_adv_images", 1000))
+    return metrics
+
+
 def evaluate_attacks(model: nn.Module, dataset: ImageTensors, attacks: Sequence[str], eps: float,
                      seed: int = 0, batch_size: int = 256, device: str | torch.device = "cpu",
                      limits: dict[str, int] | None = None, state_path: str | Path | None = None,
