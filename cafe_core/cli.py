@@ -86,6 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _command_line() -> str:
+    """The command as typed, recorded in cards and results so every number can be reproduced."""
+    return "python -m cafe_core " + " ".join(sys.argv[1:])
+
+
 def _pairs(items: Sequence[str]) -> dict[str, int]:
     out = {}
     for item in items:
@@ -116,7 +121,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     cafe = "cafe" if args.cafe else ("control-h0" if args.control_h0 else None)
     result = run_stage(config, args.stage, parent=args.parent, out=args.out, limit=args.limit,
                        data_root=args.data_root, device=device, progress=not args.quiet,
-                       command="python -m cafe_core " + " ".join(sys.argv[1:]), defense=args.defense,
+                       command=_command_line(), defense=args.defense,
                        cafe=cafe, amr=args.amr, std_model=args.std_model)
     print(f"wrote {result.card['weights']} (epoch {result.card['epoch_selected']} selected; "
           f"{time.perf_counter() - started:.0f} s this run)")
@@ -125,7 +130,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .checkpoints import library_versions, load_backbone
+    from .checkpoints import hardware, library_versions, load_backbone
     from .data import load_split
     from .evaluate import evaluate_attacks
     from .reporting import eval_markdown
@@ -147,9 +152,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
               "seed": args.seed, "accuracy": result["accuracy"], "n_images": result["n_images"],
               "steps": _pairs(args.steps), "seconds": result["seconds"],
               "wall_seconds_this_run": round(time.perf_counter() - started, 1),
-              "versions": library_versions(), "command": "python -m cafe_core " + " ".join(sys.argv[1:])}
-    from .checkpoints import hardware
-
+              "versions": library_versions(), "command": _command_line()}
     report["hardware"] = hardware()
     atomic_write_text(out, json.dumps(report, indent=2) + "\n")
     table = eval_markdown(report)
@@ -208,7 +211,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         figure = _fig3_for(bundle, test, args, out.with_name(out.stem + "_fig3.png"), device)
         if out.is_file():  # record how the figure beside the results was made
             saved = json.loads(out.read_text())
-            saved.update(figure=str(figure), figure_command="python -m cafe_core " + " ".join(sys.argv[1:]))
+            saved.update(figure=str(figure), figure_command=_command_line())
             atomic_write_text(out, json.dumps(saved, indent=2) + "\n")
         print(f"wrote {figure}")
         return 0
@@ -224,7 +227,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     result.update({"eps_inv_sweep": sweep, "checkpoint": str(args.amr), "sha256": card["sha256"],
                    "parent": card["parent"], "dataset": card["dataset"], "backbone": card["backbone"],
                    "split": "test", "seconds": round(time.perf_counter() - started, 1), "hardware": hardware(),
-                   "versions": library_versions(), "command": "python -m cafe_core " + " ".join(sys.argv[1:])})
+                   "versions": library_versions(), "command": _command_line()})
     out = Path(args.out or f"benchmarks/results/causal_{config_name}.json")
     if args.figure_n > 0:
         result["figure"] = str(_fig3_for(bundle, test, args, out.with_name(out.stem + "_fig3.png"), device))
