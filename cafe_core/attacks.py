@@ -82,6 +82,7 @@ ATTACK_INFO = {
     "apgd_ce": AttackInfo("apgd_ce", "APGD-CE", 100),
     "apgd_dlr": AttackInfo("apgd_dlr", "APGD-DLR", 100),
     "autoattack": AttackInfo("autoattack", "AutoAttack (standard)", 100),
+    "square": AttackInfo("square", "Square (black-box, queries)", 1000),
 }
 
 
@@ -121,6 +122,13 @@ def _apgd_ce(model: nn.Module, eps: float, steps: int | None = None, seed: int =
 def _apgd_dlr(model: nn.Module, eps: float, steps: int | None = None, seed: int = 0,
               num_classes: int = 10) -> Attack:
     return torchattacks.APGD(model, norm="Linf", eps=eps, steps=steps or 100, loss="dlr", seed=seed)
+
+
+@ATTACKS.register("square")
+def _square(model: nn.Module, eps: float, steps: int | None = None, seed: int = 0,
+            num_classes: int = 10) -> Attack:
+    """Gradient-free Square attack; ``steps`` is its query budget. Used by the masking check."""
+    return torchattacks.Square(model, norm="Linf", eps=eps, n_queries=steps or 1000, seed=seed)
 
 
 @ATTACKS.register("autoattack")

@@ -41,8 +41,16 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--data-root", default=None, help="dataset folder (default: Debian's / cache)")
     _add_common(train)
 
-    ev = sub.add_parser("evaluate", help="accuracy of a checkpoint under attacks; prints a table, writes JSON")
-    ev.add_argument("--checkpoint", required=True, help="backbone .safetensors with its card")
+    ev = sub.add_parser("evaluate", help="accuracy of a checkpoint (or, with --grid, of every defense) under attacks")
+    target = ev.add_mutually_exclusive_group(required=True)
+    target.add_argument("--checkpoint", help="backbone .safetensors with its card")
+    target.add_argument("--grid", metavar="CONFIG", help="the robustness grid of a config's defense checkpoints: "
+                        "writes benchmarks/results/robustness_<config>.json (resumable)")
+    ev.add_argument("--phases", default="fast,autoattack,strong,curves",
+                    help="grid phases, in order: fast (clean/FGSM/PGD/Square), autoattack, strong (CW/APGD), curves")
+    ev.add_argument("--defenses", default=None, help="grid: comma list of defenses (default: all five)")
+    ev.add_argument("--curve-n", action="append", default=[], metavar="ATTACK=N",
+                    help="grid: images for the eps curves, e.g. autoattack=100")
     ev.add_argument("--attacks", default="clean,fgsm,pgd", help="comma list: clean,fgsm,pgd,cw,apgd_ce,apgd_dlr,autoattack")
     ev.add_argument("--eps", type=float, default=None, help="L-inf radius on [0,1] (default: the card's)")
     ev.add_argument("--steps", action="append", default=[], metavar="ATTACK=N", help="e.g. pgd=20")
@@ -55,6 +63,13 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", default=None, help="JSON path (default: benchmarks/results/eval_<config>_<stage>.json)")
     ev.add_argument("--data-root", default=None)
     _add_common(ev)
+    pl = sub.add_parser("pipeline", help="every stage of a recipe in order, skipping those already done")
+    pl.add_argument("--config", default="fashion_lite", help="name in configs/ or a .toml path")
+    pl.add_argument("--only", default="", help="comma list of steps or kinds to run (e.g. train, defense_awp-cafe)")
+    pl.add_argument("--skip", default="", help="comma list of steps or kinds to leave out (e.g. evaluation)")
+    pl.add_argument("--dry-run", action="store_true", help="only list each step and why it would run")
+    pl.add_argument("--data-root", default=None)
+    _add_common(pl)
     an = sub.add_parser("analyze", help="causal analysis of an AMR-GMM checkpoint: accuracies, KL, controls, Fig. 3 grid")
     an.add_argument("--amr", required=True, help="AMR-GMM .safetensors (h and g) with its card")
     an.add_argument("--attack", default="pgd")
@@ -130,6 +145,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    if args.grid:
+        return cmd_evaluate_grid(args)
     from .checkpoints import hardware, library_versions, load_backbone
     from .data import load_split
     from .evaluate import evaluate_attacks
@@ -160,6 +177,27 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     state.unlink(missing_ok=True)
     print(table)
     print(f"wrote {out}")
+    return 0
+
+
+def cmd_evaluate_grid(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .data import load_split
+    from .robustness import PHASES, evaluate_grid, robustness_markdown
+
+    device = _setup(args)
+    config = load_config(args.grid)
+    phases = [p.strip() for p in args.phases.split(",") if p.strip()]
+    unknown = [p for p in phases if p not in PHASES]
+    if unknown:
+        raise SystemExit(f"unknown phase(s) {unknown}; known: {', '.join(PHASES)}")
+    dataset = load_split(config["dataset"], "test", args.data_root, config["n_val"], config["seed"], limit=args.n)
+    defenses = [d.strip() for d in args.defenses.split(",")] if args.defenses else None
+    result = evaluate_grid(config, dataset, phases=phases, defenses=defenses, out=args.out,
+                           limits=_pairs(args.limit), steps=_pairs(args.steps), curve_n=_pairs(args.curve_n),
+                           seed=args.seed, batch_size=args.batch_size, device=device, progress=not args.quiet,
+                           command=_command_line())
+    print(robustness_markdown(result))
     return 0
 
 
@@ -239,6 +277,45 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pipeline(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .pipeline import pipeline_steps, run_pipeline, stale_reason
+
+    device = _setup(args)
+    config = load_config(args.config)
+    if args.dry_run:
+        for step in pipeline_steps(config):
+            print(f"{step.name:28s} {stale_reason(config, step) or 'up to date'}")
+        return 0
+    common = (["--threads", str(args.threads)] if args.threads else []) + (["--quiet"] if args.quiet else []) + \
+        (["--data-root", args.data_root] if args.data_root else []) + (["--device", args.device] if args.device else [])
+    folder = Path(config["checkpoint_dir"])
+    analysis = config.get("analysis", {})
+    evaluation = config.get("evaluation", {})
+
+    def analyze() -> None:
+        argv = ["analyze", "--amr", str(folder / "amr.safetensors"), "--attack", analysis.get("attack", "pgd"),
+                "--steps", str(analysis.get("steps", 20)), "--inversion-steps", str(analysis.get("inversion_steps", 3))]
+        cmd_analyze(build_parser().parse_args(argv + common))
+
+    def evaluate() -> None:
+        argv = ["evaluate", "--grid", args.config]
+        for flag, table in (("--limit", "limits"), ("--steps", "steps"), ("--curve-n", "curve_n")):
+            for key, value in evaluation.get(table, {}).items():
+                argv += [flag, f"{key}={value}"]
+        cmd_evaluate_grid(build_parser().parse_args(argv + common))
+
+    split = lambda text: [t.strip() for t in text.split(",") if t.strip()]  # noqa: E731
+    started = time.perf_counter()
+    records = run_pipeline(config, only=split(args.only), skip=split(args.skip), device=device,
+                           progress=not args.quiet, command=_command_line(), data_root=args.data_root,
+                           run_analysis=analyze, run_evaluation=evaluate)
+    for record in records:
+        print(f"{record['step']:28s} {record['action']:8s} {record['seconds']:8.0f} s  {record['reason']}")
+    print(f"pipeline: {time.perf_counter() - started:.0f} s")
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from .reporting import causal_markdown, eval_markdown
     from .serialization import atomic_write_text
@@ -274,5 +351,5 @@ def cmd_export_examples(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handlers = {"train": cmd_train, "evaluate": cmd_evaluate, "export-examples": cmd_export_examples,
-                "analyze": cmd_analyze, "report": cmd_report}
+                "analyze": cmd_analyze, "report": cmd_report, "pipeline": cmd_pipeline}
     return handlers[args.command](args)

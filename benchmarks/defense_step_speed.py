@@ -1,0 +1,92 @@
+"""Seconds per training batch for each defense, with and without the CAFE term.
+
+Used to size the lite recipe (issue: defenses, "all 11 defense models train in under 60 min"):
+the estimate per model is s/batch x batches/epoch x epochs, plus validation.
+
+    python benchmarks/defense_step_speed.py --batches 8 --threads 2
+writes benchmarks/results/defense_step_speed_<backbone>_<device>.json and a .md table.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from cafe_core.config import load_config, stage_config  # noqa: E402
+from cafe_core.checkpoints import hardware, library_versions  # noqa: E402
+from cafe_core.defense_stage import DefenseStage  # noqa: E402
+from cafe_core.defenses import DEFENSES  # noqa: E402
+from cafe_core.models import create_model  # noqa: E402
+from cafe_core.models.estimator import create_estimator  # noqa: E402
+from cafe_core.reporting import markdown_table  # noqa: E402
+from cafe_core.serialization import atomic_write_text  # noqa: E402
+from cafe_core.train import Precision, pick_device  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="fashion_lite")
+    parser.add_argument("--batches", type=int, default=8, help="timed batches per model (after 1 warm-up)")
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+    device = pick_device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    config = load_config(args.config)
+    cfg = stage_config(config, "defense")
+    cfg.setdefault("eps_inv", config.get("analysis", {}).get("eps_inv", cfg["eps"] / 2))
+    shape = (1, 28, 28) if config["dataset"] == "fashion-mnist" else (3, 32, 32)
+    bs = cfg["batch_size"]
+    images = torch.rand(bs, *shape, device=device)
+    labels = torch.randint(0, 10, (bs,), device=device)
+    feature_channels = create_model(cfg["backbone"], shape[0], 10).feature_channels
+    rows = []
+    for defense in DEFENSES.names():
+        for cafe in (None, "cafe", "control-h0"):
+            torch.manual_seed(0)
+            model = create_model(cfg["backbone"], shape[0], 10)
+            helper = create_model(cfg["backbone"], shape[0], 10) if defense == "help" else None
+            h = create_estimator(feature_channels) if cafe == "cafe" else None
+            stage = DefenseStage(model, {**cfg, "defense": defense, "cafe": cafe}, 100, device,
+                                 Precision(device), causal_estimator=h, std_model=helper)
+            stage.train_batch(images, labels)
+            times = []
+            for _ in range(args.batches):
+                start = time.perf_counter()
+                stage.train_batch(images, labels)
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                times.append(time.perf_counter() - start)
+            per_batch = statistics.median(times)
+            n = cfg.get("train_limit") or 55000
+            epoch_s = per_batch * (n // bs)
+            rows.append({"defense": defense, "cafe": cafe or "none", "s_per_batch": per_batch,
+                         "images_per_s": bs / per_batch, "est_train_s": epoch_s * cfg["epochs"]})
+            print(f"{defense:6s} {cafe or 'none':10s} {per_batch:.3f} s/batch  est {rows[-1]['est_train_s']:.0f} s",
+                  flush=True)
+    total = sum(r["est_train_s"] for r in rows if r["cafe"] != "control-h0" or r["defense"] == "adv")
+    result = {"config": args.config, "batch_size": bs, "epochs": cfg["epochs"], "train_limit": cfg.get("train_limit"),
+              "steps": cfg.get("steps"), "inversion_steps": cfg.get("inversion_steps"), "rows": rows,
+              "est_grid_train_s": total, "threads": torch.get_num_threads(), "hardware": hardware(),
+              "versions": library_versions(), "command": " ".join(["python", *sys.argv])}
+    out = Path(args.out) if args.out else Path(__file__).parent / "results" / \
+        f"defense_step_speed_{cfg['backbone']}_{device.type}.json"
+    atomic_write_text(out, json.dumps(result, indent=2) + "\n")
+    table = markdown_table(["defense", "cafe", "s/batch", "images/s", "est. train s"],
+                           [[r["defense"], r["cafe"], f"{r['s_per_batch']:.3f}", f"{r['images_per_s']:.0f}",
+                             f"{r['est_train_s']:.0f}"] for r in rows])
+    atomic_write_text(out.with_suffix(".md"), table + f"\nEstimated grid (11 models, training only): {total:.0f} s\n")
+    print(f"grid estimate {total:.0f} s -> {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,355 @@
+"""The robustness grid: every defense, baseline vs CAFE vs the h = 0 control, under every attack.
+
+One table users can trust (method.md section 6, issue "defenses"):
+
+* the same test images, attack seeds and eps for every model;
+* per-image results kept (resumable state), so the grid can be completed over several runs and
+  every CAFE-minus-baseline difference gets a paired bootstrap 95% confidence interval;
+* "worst case over attacks" per image (an image counts only if it survives every attack);
+* a gradient-masking check per model: single-step beating iterative, a black-box attack beating
+  the white-box ones, robust accuracy not falling as eps grows.
+
+Everything returns plain data (dicts of floats and lists) for the CLI, the app and the tests.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from .checkpoints import CheckpointError, hardware, library_versions, load_backbone
+from .data import ImageTensors
+from .defenses import DEFENSES
+from .evaluate import evaluate_attacks
+from .serialization import atomic_write_text
+
+COLUMNS = ("clean", "fgsm", "pgd", "cw", "apgd_ce", "apgd_dlr", "autoattack")
+ATTACK_COLUMNS = COLUMNS[1:]
+#: Relative radii of the robust-accuracy-vs-eps curves (x the config's eps); the largest one
+#: must drive any honest model close to zero, which is part of the masking check.
+CURVE_MULTIPLIERS = (0.25, 0.5, 1.0, 1.5, 2.0, 4.0)
+#: Grid evaluation order, breadth first over models, so a cut run leaves balanced partial results.
+PHASES = ("fast", "autoattack", "strong", "curves")
+PHASE_ATTACKS = {"fast": ("clean", "fgsm", "pgd", "square"), "autoattack": ("autoattack",),
+                 "strong": ("cw", "apgd_ce", "apgd_dlr")}
+DEFAULT_LIMITS = {"autoattack": 1000, "square": 500}
+DEFAULT_CURVE_N = {"pgd": 1000, "autoattack": 100}
+DEFAULT_STEPS = {"pgd": 30, "cw": 100, "apgd_ce": 100, "apgd_dlr": 100, "autoattack": 100, "square": 1000}
+
+
+@dataclass(frozen=True)
+class GridModel:
+    """One row of the grid: a defense, its CAFE setting and the checkpoint that holds it."""
+
+    defense: str
+    cafe: bool | str  # False (baseline), True (CAFE) or "control-h0"
+    path: Path
+
+    @property
+    def label(self) -> str:
+        suffix = {False: "", True: "-cafe"}.get(self.cafe, f"-{self.cafe}")
+        return f"defense_{self.defense}{suffix}"
+
+
+def grid_models(checkpoint_dir: str | Path, defenses: Iterable[str] | None = None) -> list[GridModel]:
+    """The 11 grid rows in display order (each defense: baseline, CAFE; ADV also the control)."""
+    folder = Path(checkpoint_dir)
+    rows = []
+    for defense in defenses or ("adv", "trades", "mart", "awp", "help"):
+        if defense not in DEFENSES.names():
+            raise KeyError(f"unknown defense {defense!r}; known: {', '.join(DEFENSES.names())}")
+        modes: list[bool | str] = [False, True] + (["control-h0"] if defense == "adv" else [])
+        for mode in modes:
+            model = GridModel(defense, mode, folder)
+            rows.append(GridModel(defense, mode, folder / f"{model.label}.safetensors"))
+    return rows
+
+
+def paired_bootstrap_ci(row: Sequence[int], base: Sequence[int], n_boot: int = 2000, seed: int = 0,
+                        level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap CI of mean(row) - mean(base) over the same images (paired).
+
+    Images are resampled with replacement, the same resample for both models, so the shared
+    difficulty of an image cancels and only disagreements between the models count.
+    """
+    a, b = np.asarray(row, dtype=np.float64), np.asarray(base, dtype=np.float64)
+    if a.shape != b.shape or a.size == 0:
+        raise ValueError(f"paired bootstrap needs two equal, non-empty per-image lists, got {a.size} and {b.size}")
+    diff = a - b
+    rng = np.random.default_rng(seed)
+    # Resampling in chunks keeps memory at ~100 MB even for 10,000 images x 2,000 resamples.
+    means = []
+    for start in range(0, n_boot, 200):
+        idx = rng.integers(0, diff.size, size=(min(200, n_boot - start), diff.size))
+        means.append(diff[idx].mean(axis=1))
+    boot = np.concatenate(means)
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(boot, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def worst_case(correct: dict[str, Sequence[int]], columns: Sequence[str] = ATTACK_COLUMNS) -> tuple[float | None, int]:
+    """Accuracy when each image must survive every attack in ``columns``, on the images all of
+    them evaluated (the first ``min(n)``). Returns ``(accuracy, n)``; ``(None, 0)`` if none ran."""
+    present = [correct[c] for c in columns if correct.get(c)]
+    if not present:
+        return None, 0
+    n = min(len(c) for c in present)
+    survived = np.ones(n, dtype=bool)
+    for column in present:
+        survived &= np.asarray(column[:n], dtype=bool)
+    return float(survived.mean()), n
+
+
+def masking_check(accuracy: dict[str, float], curve: dict[str, Any] | None = None,
+                  tolerance: float = 0.02, zero_level: float = 0.1) -> dict[str, Any]:
+    """Signs of gradient masking (Athalye et al. 2018; Carlini et al. 2019), as named flags.
+
+    * ``fgsm_beats_pgd``: one gradient step finds more errors than 30 (iterative must be stronger);
+    * ``blackbox_beats_whitebox``: gradient-free Square beats every gradient attack;
+    * ``not_decreasing_with_eps``: a curve's accuracy rises with eps by more than ``tolerance``;
+    * ``large_eps_not_near_zero``: at the largest radius the gradient attack leaves more than
+      ``zero_level`` accuracy (an unbounded-enough attack should break any classifier).
+    """
+    flags: list[str] = []
+    white = [accuracy[c] for c in ("pgd", "cw", "apgd_ce", "apgd_dlr") if c in accuracy]
+    if "fgsm" in accuracy and "pgd" in accuracy and accuracy["fgsm"] < accuracy["pgd"] - tolerance:
+        flags.append("fgsm_beats_pgd")
+    if "square" in accuracy and white and accuracy["square"] < min(white) - tolerance:
+        flags.append("blackbox_beats_whitebox")
+    for attack, values in (curve or {}).get("accuracy", {}).items():
+        points = [v for v in values if v is not None]
+        if any(later > earlier + tolerance for earlier, later in zip(points, points[1:])):
+            flags.append(f"not_decreasing_with_eps:{attack}")
+        if len(points) == len(values) and points and points[-1] > zero_level:
+            flags.append(f"large_eps_not_near_zero:{attack}")
+    return {"flags": flags, "suspicious": bool(flags), "tolerance": tolerance}
+
+
+def robustness_markdown(result: dict[str, Any]) -> str:
+    """The grid as a markdown table (accuracy %, CI of the difference to the baseline below)."""
+    from .reporting import markdown_table
+
+    def cell(row: dict, column: str) -> str:
+        value = row.get(column)
+        if value is None:
+            return "-"
+        text = f"{100 * value:.2f}"
+        ci = row.get("ci95", {}).get(column)
+        if ci is not None:
+            text += f" [{100 * ci[0]:+.1f}, {100 * ci[1]:+.1f}]"
+        return text
+
+    header = ["defense", "CAFE", *COLUMNS, "worst", "masking"]
+    rows = []
+    for row in result["rows"]:
+        cafe = {False: "no", True: "yes"}.get(row["cafe"], str(row["cafe"]))
+        flags = row.get("masking", {}).get("flags", [])
+        rows.append([row["defense"], cafe, *(cell(row, c) for c in COLUMNS), cell(row, "worst"),
+                     ", ".join(flags) if flags else "none"])
+    n = result["n_images"]
+    lines = [f"Robust accuracy (%) on {result['dataset']} test images, eps = {result['eps']:.4f}, seed {result['seed']}. "
+             "Brackets: paired bootstrap 95% CI of (row - its baseline), points.",
+             "Images per column: " + ", ".join(f"{c} {n.get(c, 0)}" for c in COLUMNS) + ".", "",
+             markdown_table(header, rows)]
+    return "\n".join(lines)
+
+
+class RobustnessGrid:
+    """Evaluate the grid of a checkpoint folder; resumable per model, per attack and per batch.
+
+    Args:
+        dataset: the test split (the first ``limits[attack]`` images are used per attack).
+        eps: the config's radius. seed: attack seed (same for every model).
+        limits: images per attack (default: all; AutoAttack 1,000; Square 500).
+        steps: iterations per attack (defaults: PGD-30, CW/APGD/AutoAttack 100, Square 1,000 queries).
+        curve_n: images per curve attack; curve_eps: radii of the curves.
+        curve_attacks: attacks of the robust-accuracy-vs-eps curves.
+        state_dir: one JSON per model with every per-image result (keyed by the checkpoint's sha256,
+            so a retrained model is evaluated afresh).
+    """
+
+    def __init__(self, dataset: ImageTensors, eps: float, *, seed: int = 0, batch_size: int = 500,
+                 limits: dict[str, int] | None = None, steps: dict[str, int] | None = None,
+                 curve_n: dict[str, int] | None = None, curve_eps: Sequence[float] | None = None,
+                 curve_attacks: Sequence[str] = ("pgd", "autoattack"), state_dir: str | Path | None = None,
+                 device: str | torch.device = "cpu", progress: bool = False) -> None:
+        self.dataset, self.eps, self.seed, self.batch_size = dataset, float(eps), seed, batch_size
+        self.limits = {**DEFAULT_LIMITS, **(limits or {})}
+        self.steps = {**DEFAULT_STEPS, **(steps or {})}
+        self.curve_n = {**DEFAULT_CURVE_N, **(curve_n or {})}
+        self.curve_eps = [round(float(e), 6) for e in (curve_eps or [m * eps for m in CURVE_MULTIPLIERS])]
+        self.curve_attacks = tuple(curve_attacks)
+        self.state_dir = Path(state_dir) if state_dir else None
+        self.device = device
+        self.progress = progress
+
+    def _state_path(self, label: str, sha256: str) -> Path | None:
+        if self.state_dir is None:
+            return None
+        path = self.state_dir / f"{label}.json"
+        if path.is_file():
+            stored = json.loads(path.read_text())
+            if stored.get("sha256") != sha256:
+                path.unlink()  # another (retrained) checkpoint: its results do not apply
+        return path
+
+    def _run(self, model: nn.Module, attacks: Sequence[str], eps: float, state: Path | None,
+             limit: dict[str, int] | None = None) -> dict[str, Any]:
+        limits = {a: (limit or self.limits).get(a, len(self.dataset)) for a in attacks}
+        if state is not None and not state.exists():
+            state.parent.mkdir(parents=True, exist_ok=True)
+        return evaluate_attacks(model, self.dataset, attacks, eps, self.seed, self.batch_size, self.device,
+                                limits, state, {a: self.steps[a] for a in attacks if a in self.steps},
+                                progress=self.progress)
+
+    def evaluate_model(self, model: nn.Module, sha256: str, label: str,
+                       phases: Sequence[str] = PHASES) -> dict[str, Any]:
+        """Per-image results of one model for the requested phases (plain data)."""
+        state = self._state_path(label, sha256)
+        if state is not None and not state.exists():
+            state.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(state, json.dumps({"sha256": sha256}))
+        out: dict[str, Any] = {"accuracy": {}, "n_images": {}, "correct": {}, "seconds": {},
+                               "curve": {"eps": self.curve_eps, "accuracy": {}, "n_images": {}}}
+        for phase in phases:
+            if phase == "curves":
+                for attack in self.curve_attacks:
+                    accs = []
+                    for eps in self.curve_eps:
+                        r = self._run(model, [attack], eps, state, self.curve_n)
+                        accs.append(r["accuracy"][attack])
+                        out["curve"]["n_images"][attack] = r["n_images"][attack]
+                    out["curve"]["accuracy"][attack] = accs
+                continue
+            r = self._run(model, PHASE_ATTACKS[phase], self.eps, state)
+            for key in ("accuracy", "n_images", "correct", "seconds"):
+                out[key].update(r[key])
+        return out
+
+
+def build_rows(results: dict[str, dict[str, Any]], models: Sequence[GridModel], n_boot: int = 2000,
+               seed: int = 0) -> list[dict[str, Any]]:
+    """Rows of the robustness JSON from per-model results (``RobustnessGrid.evaluate_model``)."""
+    rows = []
+    for model in models:
+        r = results.get(model.label)
+        if r is None:
+            continue
+        worst, n_worst = worst_case(r["correct"])
+        row: dict[str, Any] = {"defense": model.defense, "cafe": model.cafe, "checkpoint": str(model.path),
+                               **{c: r["accuracy"].get(c) for c in COLUMNS}, "worst": worst,
+                               "n": {**{c: r["n_images"].get(c, 0) for c in COLUMNS}, "worst": n_worst},
+                               "square": r["accuracy"].get("square"),
+                               "seconds": r["seconds"], "eps_curve": r["curve"]}
+        row["masking"] = masking_check({k: v for k, v in r["accuracy"].items() if v is not None}, r["curve"])
+        base = results.get(GridModel(model.defense, False, model.path).label)
+        if model.cafe is not False and base is not None:
+            row["ci95"], row["delta"] = {}, {}
+            base_correct = dict(base["correct"])
+            own = dict(r["correct"])
+            base_worst, base_n_worst = worst_case(base_correct)
+            for column in (*COLUMNS, "worst"):
+                if column == "worst":
+                    n = min(n_worst, base_n_worst)
+                    if n == 0 or worst is None or base_worst is None:
+                        continue
+                    a = _worst_vector(own, n)
+                    b = _worst_vector(base_correct, n)
+                else:
+                    if not own.get(column) or not base_correct.get(column):
+                        continue
+                    n = min(len(own[column]), len(base_correct[column]))
+                    a, b = own[column][:n], base_correct[column][:n]
+                row["ci95"][column] = list(paired_bootstrap_ci(a, b, n_boot, seed))
+                row["delta"][column] = float(np.mean(a) - np.mean(b))
+        rows.append(row)
+    return rows
+
+
+def _worst_vector(correct: dict[str, Sequence[int]], n: int) -> list[int]:
+    survived = np.ones(n, dtype=bool)
+    for column in ATTACK_COLUMNS:
+        if correct.get(column):
+            survived &= np.asarray(correct[column][:n], dtype=bool)
+    return survived.astype(int).tolist()
+
+
+def claim_check(rows: Sequence[dict[str, Any]], column: str = "autoattack", min_gain: float = 0.01,
+                max_clean_drop: float = 0.01) -> dict[str, Any]:
+    """The paper's claim on this grid: CAFE beats its fair baseline on ``column`` by at least
+    ``min_gain`` with a CI above zero, losing at most ``max_clean_drop`` clean accuracy."""
+    per_defense = {}
+    for row in rows:
+        if row["cafe"] is not True or column not in row.get("ci95", {}):
+            continue
+        gain, ci = row["delta"][column], row["ci95"][column]
+        clean_drop = -row["delta"].get("clean", 0.0)
+        per_defense[row["defense"]] = {"gain": gain, "ci95": ci, "clean_drop": clean_drop,
+                                       "holds": gain >= min_gain and ci[0] > 0 and clean_drop <= max_clean_drop}
+    control = next((r for r in rows if r["defense"] == "adv" and r["cafe"] == "control-h0"), None)
+    cafe = next((r for r in rows if r["defense"] == "adv" and r["cafe"] is True), None)
+    versus_control = None
+    if control is not None and cafe is not None:
+        versus_control = {c: {"cafe_delta": cafe.get("delta", {}).get(c), "control_delta": control.get("delta", {}).get(c)}
+                          for c in COLUMNS if c in cafe.get("delta", {}) and c in control.get("delta", {})}
+    held = sum(v["holds"] for v in per_defense.values())
+    return {"column": column, "per_defense": per_defense, "holds_for": held, "of": len(per_defense),
+            "target": "at least 4 of 5 defenses", "met": held >= 4, "adv_cafe_vs_control": versus_control}
+
+
+def evaluate_grid(config: dict[str, Any], dataset: ImageTensors, *, phases: Sequence[str] = PHASES,
+                  defenses: Iterable[str] | None = None, out: str | Path | None = None,
+                  limits: dict[str, int] | None = None, steps: dict[str, int] | None = None,
+                  curve_n: dict[str, int] | None = None, curve_attacks: Sequence[str] = ("pgd", "autoattack"),
+                  seed: int = 0, batch_size: int = 500,
+                  device: str | torch.device = "cpu", progress: bool = False, command: str = "",
+                  log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Evaluate every grid checkpoint of ``config`` phase by phase and write the JSON + markdown
+    after each model, so an interrupted run leaves a valid, partial (n recorded) result."""
+    name = config.get("name", "config")
+    out = Path(out or f"benchmarks/results/robustness_{name}.json")
+    state_dir = out.parent / "state" / out.stem
+    models = [m for m in grid_models(config["checkpoint_dir"], defenses) if m.path.is_file()]
+    if not models:
+        raise CheckpointError(f"no defense checkpoints in {config['checkpoint_dir']}; train the defense stage first")
+    grid = RobustnessGrid(dataset, config["eps"], seed=seed, batch_size=batch_size, limits=limits, steps=steps,
+                          curve_n=curve_n, curve_attacks=curve_attacks, state_dir=state_dir, device=device,
+                          progress=progress)
+    results: dict[str, dict[str, Any]] = {}
+    loaded: dict[str, tuple[nn.Module, str]] = {}
+    started = time.perf_counter()
+    result: dict[str, Any] = {}
+    for index, phase in enumerate(phases):
+        for model_ref in models:
+            if model_ref.label not in loaded:
+                model, card = load_backbone(model_ref.path, device=device)
+                if abs(card["eps"] - config["eps"]) > 1e-9:
+                    raise CheckpointError(f"{model_ref.path.name} was trained at eps {card['eps']}, config says {config['eps']}")
+                loaded[model_ref.label] = (model, card["sha256"])
+            model, sha = loaded[model_ref.label]
+            t0 = time.perf_counter()
+            # Re-running the finished phases is free (their batches come from the state file).
+            results[model_ref.label] = grid.evaluate_model(model, sha, model_ref.label, phases[:index + 1])
+            log(f"[{phase}] {model_ref.label}: {time.perf_counter() - t0:.0f} s")
+            result = _grid_result(config, grid, models, results, seed, command, time.perf_counter() - started)
+            atomic_write_text(out, json.dumps(result, indent=2) + "\n")
+            atomic_write_text(out.with_suffix(".md"), robustness_markdown(result) + "\n")
+    return result
+
+
+def _grid_result(config, grid: RobustnessGrid, models, results, seed, command, seconds) -> dict[str, Any]:
+    rows = build_rows(results, models, seed=seed)
+    n_images = {c: max((r["n"][c] for r in rows), default=0) for c in COLUMNS}
+    return {"config": config.get("name"), "dataset": config["dataset"], "backbone": config["backbone"],
+            "eps": config["eps"], "seed": seed, "n_images": n_images, "steps": grid.steps,
+            "curve_eps": grid.curve_eps, "curve_n": grid.curve_n, "rows": rows, "claim": claim_check(rows),
+            "bootstrap": {"resamples": 2000, "level": 0.95, "paired": True},
+            "wall_seconds_this_run": round(seconds, 1), "hardware": hardware(), "versions": library_versions(),
+            "command": command}

@@ -1,0 +1,206 @@
+"""The robustness grid: exact on models whose answer is known, statistics by hand, and a masking
+check that fires on a deliberately gradient-masked model and stays quiet on its honest twin."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from cafe_core.data import ImageTensors
+from cafe_core.evaluate import evaluate_attacks
+from cafe_core.robustness import (COLUMNS, GridModel, RobustnessGrid, build_rows, claim_check, evaluate_grid,
+                                  grid_models, masking_check, paired_bootstrap_ci, robustness_markdown,
+                                  worst_case)
+
+LEVELS = 10
+
+
+def level_images(n: int = 30, size: int = 8) -> ImageTensors:
+    """Flat grey images at one of 10 levels k/9; the label is k (levels are 0.111 apart)."""
+    labels = torch.arange(n) % LEVELS
+    values = torch.round(labels.float() / (LEVELS - 1) * 255).to(torch.uint8)
+    images = values.view(n, 1, 1, 1).expand(n, 1, size, size).contiguous()
+    return ImageTensors(images, labels, [str(k) for k in range(LEVELS)])
+
+
+class LevelReader(nn.Module):
+    """Nearest-level classifier of the mean pixel: differentiable; with ``masked`` its input is
+    rounded to 8 bits first, which gives the same answers but a zero gradient (the classic
+    gradient-masking mistake)."""
+
+    num_classes = LEVELS
+
+    def __init__(self, masked: bool = False) -> None:
+        super().__init__()
+        self.masked = masked
+        self.scale = nn.Parameter(torch.tensor(100.0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.masked:
+            x = torch.round(x * 255) / 255
+        mean = x.flatten(1).mean(1, keepdim=True)
+        centres = torch.arange(LEVELS, dtype=x.dtype) / (LEVELS - 1)
+        return -self.scale * (mean - centres).abs()
+
+
+class Constant(nn.Module):
+    """Always answers class 3, whatever the input (10% on a balanced set)."""
+
+    num_classes = LEVELS
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.zeros(len(x), LEVELS) + self.w * x.flatten(1).sum(1, keepdim=True)
+        out[:, 3] += 1.0
+        return out
+
+
+ALL = ["clean", "fgsm", "pgd", "cw", "apgd_ce", "apgd_dlr", "autoattack", "square"]
+FEW_STEPS = {"pgd": 10, "cw": 10, "apgd_ce": 10, "apgd_dlr": 10, "autoattack": 10, "square": 100}
+
+
+def test_a_model_out_of_every_attacks_reach_scores_one_and_a_constant_one_a_tenth():
+    data = level_images(30)
+    # eps 0.03 < half the level spacing (0.055): no attack can move the mean across a boundary.
+    perfect = evaluate_attacks(LevelReader(), data, ALL, 0.03, steps=FEW_STEPS, progress=False)
+    assert perfect["accuracy"] == {name: 1.0 for name in ALL}
+    constant = evaluate_attacks(Constant(), data, ALL, 0.03, steps=FEW_STEPS, progress=False)
+    assert constant["accuracy"] == {name: pytest.approx(0.1) for name in ALL}
+
+
+def test_an_honest_attack_breaks_the_level_reader_once_eps_crosses_a_boundary():
+    data = level_images(30)
+    result = evaluate_attacks(LevelReader(), data, ["pgd", "square"], 0.2, steps=FEW_STEPS, progress=False)
+    assert result["accuracy"]["pgd"] == 0.0
+    assert result["accuracy"]["square"] < 0.2
+
+
+def grid_on(model: nn.Module) -> dict:
+    grid = RobustnessGrid(level_images(30), 0.2, batch_size=30, steps=FEW_STEPS,
+                          curve_eps=[0.02, 0.05, 0.1, 0.2, 0.4])
+    return grid.evaluate_model(model, "sha", "toy", phases=("fast", "curves"))
+
+
+def test_masking_check_fires_on_a_gradient_masked_model_and_not_on_its_honest_twin():
+    masked = grid_on(LevelReader(masked=True))
+    assert masked["accuracy"]["pgd"] == 1.0, "zero gradients: PGD never leaves its random start"
+    assert masked["accuracy"]["square"] < 0.5, "the black-box attack does not need gradients"
+    flags = masking_check(masked["accuracy"], masked["curve"])["flags"]
+    assert "blackbox_beats_whitebox" in flags
+    assert "large_eps_not_near_zero:pgd" in flags
+    honest = grid_on(LevelReader(masked=False))
+    assert honest["curve"]["accuracy"]["pgd"][-1] == 0.0
+    assert masking_check(honest["accuracy"], honest["curve"]) == {"flags": [], "suspicious": False,
+                                                                  "tolerance": 0.02}
+
+
+def test_masking_flags_by_hand():
+    assert masking_check({"fgsm": 0.5, "pgd": 0.7})["flags"] == ["fgsm_beats_pgd"]
+    curve = {"accuracy": {"pgd": [0.9, 0.8, 0.85, 0.3]}}
+    assert masking_check({}, curve)["flags"] == ["not_decreasing_with_eps:pgd", "large_eps_not_near_zero:pgd"]
+    assert masking_check({"pgd": 0.7, "square": 0.69}, {"accuracy": {"pgd": [0.9, 0.5, 0.0]}})["flags"] == []
+
+
+def test_paired_bootstrap_by_hand():
+    same = [1, 0, 1, 1, 0] * 20
+    assert paired_bootstrap_ci(same, same) == (0.0, 0.0)
+    assert paired_bootstrap_ci([1] * 50, [0] * 50) == (1.0, 1.0)
+    # 100 images: the row wins on 10, loses on 2 -> mean difference 0.08, clearly above zero.
+    row, base = [1] * 100, [1] * 100
+    for i in range(10):
+        base[i] = 0
+    row[50], row[51] = 0, 0
+    low, high = paired_bootstrap_ci(row, base, n_boot=4000, seed=1)
+    assert 0.0 < low < 0.08 < high < 0.16
+    # A normal approximation of the same paired difference agrees within a point.
+    diff = np.array(row) - np.array(base)
+    se = diff.std(ddof=1) / np.sqrt(diff.size)
+    assert low == pytest.approx(0.08 - 1.96 * se, abs=0.012) and high == pytest.approx(0.08 + 1.96 * se, abs=0.012)
+    with pytest.raises(ValueError, match="equal"):
+        paired_bootstrap_ci([1, 0], [1])
+
+
+def test_worst_case_needs_every_attack_on_the_shared_images():
+    correct = {"fgsm": [1, 1, 1, 0], "pgd": [1, 0, 1, 1], "autoattack": [1, 1]}
+    assert worst_case(correct) == (0.5, 2)
+    assert worst_case({}) == (None, 0)
+
+
+def fake_result(correct: dict[str, list[int]]) -> dict:
+    return {"accuracy": {k: float(np.mean(v)) for k, v in correct.items()},
+            "n_images": {k: len(v) for k, v in correct.items()}, "correct": correct, "seconds": {},
+            "curve": {"eps": [], "accuracy": {}, "n_images": {}}}
+
+
+def test_rows_carry_paired_ci_against_their_own_baseline_and_the_claim_is_checked(tmp_path):
+    models = grid_models(tmp_path, ["adv", "trades"])
+    assert [m.label for m in models] == ["defense_adv", "defense_adv-cafe", "defense_adv-control-h0",
+                                         "defense_trades", "defense_trades-cafe"]
+    n = 400
+    base = {"clean": [1] * n, "pgd": [1] * 300 + [0] * 100, "autoattack": [1] * 280 + [0] * 120}
+    better = {"clean": [1] * n, "pgd": [1] * 330 + [0] * 70, "autoattack": [1] * 310 + [0] * 90}
+    results = {"defense_adv": fake_result(base), "defense_adv-cafe": fake_result(better),
+               "defense_adv-control-h0": fake_result(base), "defense_trades": fake_result(base),
+               "defense_trades-cafe": fake_result(base)}
+    rows = build_rows(results, models)
+    assert [r["cafe"] for r in rows] == [False, True, "control-h0", False, True]
+    assert "ci95" not in rows[0]
+    cafe = rows[1]
+    assert cafe["delta"]["autoattack"] == pytest.approx(30 / n)
+    low, high = cafe["ci95"]["autoattack"]
+    assert 0 < low < 30 / n < high
+    assert rows[2]["ci95"]["pgd"] == [0.0, 0.0]
+    assert cafe["worst"] == pytest.approx(310 / n) and cafe["n"]["worst"] == n
+    claim = claim_check(rows)
+    assert claim["per_defense"]["adv"]["holds"] and not claim["per_defense"]["trades"]["holds"]
+    assert claim["holds_for"] == 1 and not claim["met"]
+    assert claim["adv_cafe_vs_control"]["autoattack"] == {"cafe_delta": pytest.approx(0.075), "control_delta": 0.0}
+    table = robustness_markdown({"rows": rows, "dataset": "toy", "eps": 0.1, "seed": 0,
+                                 "n_images": {c: n for c in COLUMNS}})
+    assert "| adv | yes |" in table and "[+" in table
+
+
+def test_grid_on_checkpoints_writes_the_json_resumes_and_redoes_a_retrained_model(tmp_path, fashion):
+    from cafe_core.checkpoints import save_checkpoint
+
+    from .conftest import CARD, make_lite
+
+    folder = tmp_path / "ckpt"
+    for seed, label in enumerate(["defense_adv", "defense_adv-cafe", "defense_adv-control-h0"]):
+        save_checkpoint(folder / f"{label}.safetensors", {"model": make_lite(seed)}, dict(CARD, stage="defense"))
+    config = {"name": "toy", "dataset": "fashion-mnist", "backbone": "lite", "eps": 0.1,
+              "checkpoint_dir": str(folder)}
+    data = fashion[2].subset(torch.arange(24))
+    out = tmp_path / "results" / "robustness_toy.json"
+    kwargs = dict(phases=("fast", "curves"), out=out, limits={"square": 12}, steps={"pgd": 3, "square": 20},
+                  curve_n={"pgd": 12}, curve_attacks=("pgd",), batch_size=12, log=lambda _: None)
+    first = evaluate_grid(config, data, **kwargs)
+    saved = json.loads(out.read_text())
+    assert [(r["defense"], r["cafe"]) for r in saved["rows"]] == [("adv", False), ("adv", True), ("adv", "control-h0")]
+    assert saved["n_images"]["pgd"] == 24 and saved["n_images"]["autoattack"] == 0
+    assert saved["rows"][1]["ci95"]["pgd"][0] <= saved["rows"][1]["delta"]["pgd"] <= saved["rows"][1]["ci95"]["pgd"][1]
+    assert len(saved["rows"][0]["eps_curve"]["accuracy"]["pgd"]) == 6
+    assert {"rows", "eps", "n_images", "seed", "versions"} <= set(saved)
+    assert out.with_suffix(".md").read_text().startswith("Robust accuracy")
+    # Resume: a poisoned state batch is read back, not recomputed.
+    state = out.parent / "state" / "robustness_toy" / "defense_adv.json"
+    stored = json.loads(state.read_text())
+    key = next(k for k in stored if k != "sha256" and json.loads(k)[0] == "pgd" and json.loads(k)[1] == 0.1)
+    assert sum(stored[key]["batches"]["0"]) < 12, "an untrained model is not robust"
+    stored[key]["batches"]["0"] = [1] * 12
+    state.write_text(json.dumps(stored))
+    again = evaluate_grid(config, data, **kwargs)
+    assert again["rows"][0]["pgd"] == pytest.approx((12 + sum(stored[key]["batches"]["1"])) / 24)
+    assert again["rows"][1]["pgd"] == first["rows"][1]["pgd"]
+    # Retraining (new weights, new sha256) throws the stale per-image results away.
+    save_checkpoint(folder / "defense_adv.safetensors", {"model": make_lite(7)}, dict(CARD, stage="defense"))
+    evaluate_grid(config, data, **kwargs)
+    restored = json.loads(state.read_text())
+    assert restored["sha256"] != stored["sha256"]
+    assert restored[key]["batches"]["0"] != [1] * 12
