@@ -71,7 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--data-root", default=None)
     _add_common(pl)
     an = sub.add_parser("analyze", help="causal analysis of an AMR-GMM checkpoint: accuracies, KL, controls, Fig. 3 grid")
-    an.add_argument("--amr", required=True, help="AMR-GMM .safetensors (h and g) with its card")
+    an.add_argument("--amr", default=None, help="AMR-GMM .safetensors (h and g) with its card")
+    an.add_argument("--from-report", default=None, metavar="JSON",
+                    help="rerun the analysis of an app report (settings, seed and image from the file)")
+    an.add_argument("--checkpoints", default=None, help="--from-report: checkpoint set (default: the shipped one)")
     an.add_argument("--attack", default="pgd")
     an.add_argument("--steps", type=int, default=20, help="attack steps (default 20)")
     an.add_argument("--eps", type=float, default=None, help="attack radius (default: the card's)")
@@ -237,6 +240,10 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     from .reporting import causal_markdown
     from .serialization import atomic_write_text
 
+    if args.from_report:
+        return cmd_analyze_report(args)
+    if not args.amr:
+        raise SystemExit("analyze needs --amr (or --from-report)")
     device = _setup(args)
     bundle = load_amr(args.amr, device)
     card = bundle.card
@@ -313,6 +320,38 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     for record in records:
         print(f"{record['step']:28s} {record['action']:8s} {record['seconds']:8.0f} s  {record['reason']}")
     print(f"pipeline: {time.perf_counter() - started:.0f} s")
+    return 0
+
+
+def cmd_analyze_report(args: argparse.Namespace) -> int:
+    """``analyze --from-report``: rerun an app report and say whether every number matches."""
+    from .analysis import load_amr
+    from .checkpoints import CheckpointError
+    from .compare import DefenseSet
+    from .data import get_info
+    from .predict import checkpoint_dir
+    from .report import read_report, rerun_report
+    from .serialization import atomic_write_text
+
+    device = _setup(args)
+    try:
+        report = read_report(args.from_report)
+        folder = checkpoint_dir(args.checkpoints or args.amr and Path(args.amr).parent)
+        bundle = load_amr(Path(args.amr) if args.amr else folder / "amr.safetensors", device)
+        info = get_info(bundle.card["dataset"])
+        defenses = DefenseSet(folder, device) if report.get("defenses") else None
+        new, differences = rerun_report(report, bundle, defenses, info.class_names, info.channels)
+    except (ValueError, CheckpointError) as err:
+        raise SystemExit(f"cannot rerun {args.from_report}: {err}") from None
+    out = Path(args.out) if args.out else Path(args.from_report).with_name(Path(args.from_report).stem + "_rerun.json")
+    atomic_write_text(out, json.dumps(new, indent=2) + "\n")
+    for name, view in new["numbers"]["predictions"].items():
+        print(f"{name:15s} {view['class_name']:15s} {100 * view['confidence']:5.1f}%")
+    print("KL x1000: " + ", ".join(f"{k} {v:.2f}" for k, v in new["numbers"]["kl_x1000"].items()))
+    if differences:
+        print("DIFFERENT from the report:\n  " + "\n  ".join(differences))
+        return 1
+    print(f"reproduced: every prediction and KL matches the report (wrote {out})")
     return 0
 
 
