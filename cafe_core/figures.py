@@ -37,3 +37,58 @@ def channel_bars(result: ExploreResult) -> go.Figure:
                       legend=dict(orientation="h", y=1.18), yaxis=dict(title="mean over positions"),
                       title="Feature variation and what h and g make of it (top channels)")
     return fig
+
+
+def robustness_curves(result: dict) -> go.Figure:
+    """Robust accuracy vs eps for every model of a robustness JSON (PGD solid, AutoAttack dashed)."""
+    fig = go.Figure()
+    for row in result.get("rows", []):
+        curve = row.get("eps_curve") or {}
+        cafe = {False: "", True: "+CAFE"}.get(row["cafe"], f" {row['cafe']}")
+        for attack, dash in (("pgd", "solid"), ("autoattack", "dash")):
+            values = curve.get("accuracy", {}).get(attack)
+            if not values:
+                continue
+            eps = [255 * e for e in curve["eps"][: len(values)]]
+            fig.add_scatter(x=eps, y=[None if v is None else 100 * v for v in values], mode="lines+markers",
+                            name=f"{row['defense'].upper()}{cafe} {attack}", line=dict(dash=dash))
+    fig.update_layout(xaxis=dict(title="eps (/255)"), yaxis=dict(title="robust accuracy %", range=[0, 100]),
+                      height=380, margin=dict(l=50, r=10, t=30, b=40), title="Robust accuracy vs attack radius")
+    return fig
+
+
+def causal_graph() -> go.Figure:
+    """The instrumental-variable graph of the paper: Z -> T -> Y, with a hidden confounder U -> T, Y."""
+    nodes = {"Z": (0.0, 0.0, "Z: feature variation<br>f(x_adv) - f(x)<br>(instrument)"),
+             "T": (1.0, 0.0, "T: treatment<br>the feature the head reads"),
+             "Y": (2.0, 0.0, "Y: prediction"),
+             "U": (1.5, 0.8, "U: confounder<br>(spurious, non-robust cues)")}
+    fig = go.Figure()
+    for start, end, dash in (("Z", "T", "solid"), ("T", "Y", "solid"), ("U", "T", "dot"), ("U", "Y", "dot")):
+        (x0, y0, _), (x1, y1, _) = nodes[start], nodes[end]
+        fig.add_annotation(x=x1 - 0.12 * (x1 - x0), y=y1 - 0.12 * (y1 - y0), ax=x0 + 0.12 * (x1 - x0),
+                           ay=y0 + 0.12 * (y1 - y0), xref="x", yref="y", axref="x", ayref="y", showarrow=True,
+                           arrowhead=3, arrowsize=1.5, arrowwidth=2, arrowcolor="#555" if dash == "solid" else "#e45756")
+    fig.add_scatter(x=[v[0] for v in nodes.values()], y=[v[1] for v in nodes.values()], mode="markers+text",
+                    text=[v[2] for v in nodes.values()], textposition="bottom center", hoverinfo="text",
+                    marker=dict(size=46, color=["#9d755d", "#4c78a8", "#54a24b", "#e45756"]), showlegend=False)
+    fig.update_layout(xaxis=dict(visible=False, range=[-0.5, 2.5]), yaxis=dict(visible=False, range=[-0.6, 1.1]),
+                      height=340, margin=dict(l=10, r=10, t=40, b=10), plot_bgcolor="white",
+                      title="Z moves T, and reaches Y only through T: h estimates the part of T that causes Y")
+    return fig
+
+
+def training_curves(records: Sequence[dict]) -> tuple[go.Figure, go.Figure]:
+    """Two live figures of an AMR-GMM run: the two losses, and the validation accuracies, per epoch."""
+    epochs = [r["epoch"] for r in records]
+    losses, accuracies = go.Figure(), go.Figure()
+    for key, label in (("train_loss_g", "loss_g (max step, g)"), ("train_loss_h", "loss_h (min step, h)")):
+        losses.add_scatter(x=epochs, y=[r.get(key) for r in records], mode="lines+markers", name=label)
+    for key in ("natural", "adversarial", "causal", "counterfactual"):
+        accuracies.add_scatter(x=epochs, y=[100 * r.get(f"val_{key}_acc", float("nan")) for r in records],
+                               mode="lines+markers", name=PREDICTION_LABELS[key], line=dict(color=COLOURS[key]))
+    losses.update_layout(title="The two players' losses", xaxis=dict(title="epoch"), height=300,
+                         margin=dict(l=40, r=10, t=40, b=40))
+    accuracies.update_layout(title="Validation accuracy of the four predictions", xaxis=dict(title="epoch"),
+                             yaxis=dict(title="%", range=[0, 100]), height=300, margin=dict(l=40, r=10, t=40, b=40))
+    return losses, accuracies

@@ -12,19 +12,34 @@ gradio_client = pytest.importorskip("gradio_client")
 
 
 @pytest.fixture(scope="module")
-def checkpoint_set(toy_model, tmp_path_factory):
+def checkpoint_set(toy_model, fashion, tmp_path_factory):
     from cafe_core.models.estimator import create_estimator
     from cafe_core.stages import parent_record
 
-    folder = tmp_path_factory.mktemp("set")
+    from cafe_core.robustness import evaluate_grid
+
+    from .conftest import make_lite
+
+    folder = tmp_path_factory.mktemp("set") / "toy_set"
     adv = folder / "adv.safetensors"
     card = save_checkpoint(adv, {"model": toy_model},
                            {"dataset": "fashion-mnist", "backbone": "lite", "stage": "adv", "parent": None,
-                            "eps": 0.1, "config": {}, "metrics": {"val_clean_acc": 0.6, "val_robust_acc": 0.1}})
+                            "eps": 0.1, "config_name": "fashion_lite", "config": {"n_val": 5000, "seed": 0},
+                            "metrics": {"val_clean_acc": 0.6, "val_robust_acc": 0.1}})
     torch.manual_seed(0)
     save_checkpoint(folder / "amr.safetensors", {"h": create_estimator(128), "g": create_estimator(128)},
                     {"dataset": "fashion-mnist", "backbone": "lite", "stage": "amr", "eps": 0.1,
                      "config_name": "fashion_lite", "config": {}, "parent": parent_record(adv, card)})
+    # Two "defenses" (the toy model and an untrained one) so the comparison table has rows.
+    for label, net in (("defense_adv", toy_model), ("defense_adv-cafe", make_lite(3))):
+        save_checkpoint(folder / f"{label}.safetensors", {"model": net},
+                        {"dataset": "fashion-mnist", "backbone": "lite", "stage": "defense", "eps": 0.1,
+                         "config": {}, "parent": parent_record(adv, card)})
+    test = fashion[2].subset(torch.arange(20))
+    evaluate_grid({"name": "toy", "dataset": "fashion-mnist", "backbone": "lite", "eps": 0.1,
+                   "checkpoint_dir": str(folder)}, test, phases=("fast", "curves"), out=folder / "robustness.json",
+                  steps={"pgd": 2, "square": 10}, curve_n={"pgd": 20}, curve_attacks=("pgd",), batch_size=20,
+                  log=lambda _: None)
     return folder
 
 
@@ -44,7 +59,7 @@ def test_classify_endpoint_matches_the_library(client, checkpoint_set):
     import app
 
     example = app.EXAMPLES[0]
-    label, seen, notes = client.predict(gradio_client.handle_file(example), api_name="/classify")
+    label, seen, notes = client.predict("toy_set", "adv", gradio_client.handle_file(example), api_name="/classify")
     confidences = {c["label"]: c["confidence"] for c in label["confidences"]}
     loaded = load_stage(checkpoint_set)
     expected = classify(loaded, prepare_image(example, 1, 28).tensor)
@@ -55,22 +70,98 @@ def test_classify_endpoint_matches_the_library(client, checkpoint_set):
     assert "What the model sees" in notes
 
 
-def test_explore_endpoint_returns_every_panel(client):
+def explore_args(example, eps_255=25, steps=5, seed=0, target="none", attack="pgd"):
+    return ("toy_set", gradio_client.handle_file(example), attack, eps_255, steps, seed, target, False)
+
+
+def test_explore_endpoint_returns_every_panel_and_the_library_numbers(client, checkpoint_set):
+    import numpy as np
+    from PIL import Image
+
     import app
+    from cafe_core.lab import Lab
 
     example = app.EXAMPLES[3]  # a dress: true label known from the gallery file name
-    gallery, probs, channels, summary, numbers = client.predict(
-        gradio_client.handle_file(example), "pgd", 25, 5, 0, "none", api_name="/explore")
+    gallery, probs, channels, summary, table, numbers, files = client.predict(*explore_args(example),
+                                                                              api_name="/explore")
     assert len(gallery) == len(app.PANELS)
     captions = [item["caption"] for item in gallery]
     assert captions[0].startswith("Clean: ") and "Causal inversion" in captions[3]
     assert any(c.endswith(("✓", "✗")) for c in captions)
     assert numbers["settings"]["eps"] == pytest.approx(25 / 255) and numbers["settings"]["true_label"] == 3
+    clean = np.asarray(Image.open(gallery[0]["image"]), dtype=np.int16)
+    adversarial = np.asarray(Image.open(gallery[1]["image"]), dtype=np.int16)
+    assert 0 < np.abs(adversarial - clean).max() <= 25 + 1, "the adversarial image stays within eps"
     assert numbers["linf"] <= 25 / 255 + 1e-6
     for view in numbers["predictions"].values():
         assert sum(view["probabilities"]) == pytest.approx(1.0, abs=1e-4)
+    # Same seed, same settings, straight through the library: the same predictions.
+    lab = Lab(checkpoint_set)
+    result, rows = lab.comparison(prepare_image(example, 1, 28).tensor, 3, attack="pgd", eps=25 / 255, steps=5,
+                                  seed=0, feature_steps=app.FEATURE_STEPS)
+    for name in ("causal", "counterfactual", "natural", "adversarial"):
+        assert numbers["predictions"][name]["label"] == result.predictions[name].label
+        assert numbers["predictions"][name]["probabilities"] == pytest.approx(result.predictions[name].probabilities,
+                                                                              abs=1e-5)
+    assert [r[:2] for r in table["data"]] == [["ADV", "baseline"], ["ADV", "CAFE"]]
+    assert [r[3].split(" ")[0] for r in table["data"]] == [lab.class_names[r["adversarial_label"]] for r in rows]
     assert "KL to the causal prediction" in summary
     assert probs is not None and channels is not None
+    report = next(f for f in files if str(f).endswith(".json"))
+    from cafe_core.report import read_report
+
+    assert read_report(report)["settings"]["seed"] == 0
+    attributions = client.predict("toy_set", "adv", api_name="/attributions")
+    assert len(attributions) == 6 and "toward Dress" in attributions[0]["caption"]
+
+
+def test_robustness_lesson_and_describe_endpoints(client):
+    table, curves, text = client.predict("toy_set", api_name="/robustness")
+    assert table["headers"][:3] == ["defense", "CAFE", "clean"]
+    assert [row[:2] for row in table["data"]] == [["adv", "baseline"], ["adv", "CAFE"]]
+    assert "[" in table["data"][1][2], "the CAFE row carries its confidence interval"
+    assert "Images per column" in text and curves is not None
+    info, models = client.predict("toy_set", api_name="/describe")
+    assert "fashion-mnist" in info
+    lesson, gallery = client.predict("2. The attack", "toy_set", api_name="/lesson")
+    assert "changes every pixel by at most 26/255" in lesson and len(gallery) == 8
+    with pytest.raises(Exception, match="Unknown lesson step|not in the list of choices"):
+        client.predict("9. Nothing", "toy_set", api_name="/lesson")
+    with pytest.raises(Exception, match="Unknown checkpoint set|not in the list of choices"):
+        client.predict("../../etc", api_name="/robustness")
+
+
+def test_evaluate_now_matches_the_library_and_caps_its_budget(client, checkpoint_set, fashion):
+    from cafe_core.evaluate import accuracy
+
+    text, result = client.predict("toy_set", "defense_adv", "clean", 25, 5, 30, api_name="/evaluate_now")
+    from cafe_core.lab import Lab
+
+    expected = accuracy(Lab(checkpoint_set).model("defense_adv"), fashion[2], limit=30)
+    assert result["accuracy"] == pytest.approx(expected) and result["n_images"] == 30
+    with pytest.raises(Exception, match="images must be between|greater than maximum"):
+        client.predict("toy_set", "adv", "pgd", 25, 5, 100_000, api_name="/evaluate_now")
+    with pytest.raises(Exception, match="unknown model|not in the list of choices"):
+        client.predict("toy_set", "nope", "pgd", 25, 5, 10, api_name="/evaluate_now")
+
+
+def test_train_tab_trains_bounded_h_and_g_that_explore_can_use(client):
+    import app
+
+    status, losses, accuracies = client.predict("toy_set", 100, 1, api_name="/train")
+    assert "done" in status and losses is not None and accuracies is not None
+    with pytest.raises(Exception, match="images must be between|greater than maximum"):
+        client.predict("toy_set", 50_000, 1, api_name="/train")
+    with pytest.raises(Exception, match="epochs must be between|greater than maximum"):
+        client.predict("toy_set", 100, 99, api_name="/train")
+    # The session's state now holds the new h/g: Explore uses them when asked.
+    args = list(explore_args(app.EXAMPLES[0]))
+    args[-1] = True
+    numbers = client.predict(*args, api_name="/explore")[5]
+    from cafe_core.checkpoints import read_card
+
+    trained = sorted(app.TRAIN_ROOT.glob("amr_*/amr.safetensors"), key=lambda p: p.stat().st_mtime)[-1]
+    assert numbers["settings"]["amr_sha256"] == read_card(trained)["sha256"]
 
 
 @pytest.mark.parametrize("args,message", [
@@ -83,18 +174,19 @@ def test_explore_endpoint_returns_every_panel(client):
 def test_explore_refuses_out_of_range_settings(client, args, message):
     import app
 
+    attack, eps_255, steps, seed, target = args
     with pytest.raises(Exception, match=message):
-        client.predict(gradio_client.handle_file(app.EXAMPLES[0]), *args, api_name="/explore")
+        client.predict(*explore_args(app.EXAMPLES[0], eps_255, steps, seed, target, attack), api_name="/explore")
 
 
 def test_non_image_upload_gives_a_clear_error_and_the_app_keeps_serving(client, tmp_path):
     bogus = tmp_path / "not_an_image.png"
     bogus.write_text("hello, I am text")
     with pytest.raises(Exception, match="(?i)not an image|could not decode|invalid image"):
-        client.predict(gradio_client.handle_file(str(bogus)), api_name="/classify")
+        client.predict("toy_set", "adv", gradio_client.handle_file(str(bogus)), api_name="/classify")
     import app
 
-    label, _, _ = client.predict(gradio_client.handle_file(app.EXAMPLES[1]), api_name="/classify")
+    label, _, _ = client.predict("toy_set", "adv", gradio_client.handle_file(app.EXAMPLES[1]), api_name="/classify")
     assert label["label"]
 
 
@@ -111,7 +203,7 @@ def test_paths_outside_the_upload_cache_are_refused(client, tmp_path):
     assert app.upload_path({"path": app.EXAMPLES[0]}, tmp_path) == app.EXAMPLES[0]
     # Raw HTTP, as a hostile API caller would send it (gradio_client would upload the file instead).
     base = client.src.rstrip("/")
-    payload = {"data": [{"path": "/etc/passwd", "meta": {"_type": "gradio.FileData"}}]}
+    payload = {"data": ["toy_set", "adv", {"path": "/etc/passwd", "meta": {"_type": "gradio.FileData"}}]}
     start = httpx.post(f"{base}/gradio_api/call/classify", json=payload, timeout=30)
     if start.status_code == 200:
         stream = httpx.get(f"{base}/gradio_api/call/classify/{start.json()['event_id']}", timeout=30).text

@@ -1,0 +1,164 @@
+"""One checkpoint set loaded for serving: what the app calls, as plain data.
+
+The app (and the lesson, the report and the tests) ask a ``Lab`` for an Explore comparison,
+attributions, the robustness results of the set and a quick evaluation; the Lab owns the loaded
+models. Nothing here knows about gradio.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from .analysis import AMRBundle, load_amr
+from .attribution import Attributions, attribute
+from .checkpoints import CheckpointError
+from .compare import DefenseSet
+from .explore import ExploreResult
+from .predict import DEFAULT_CHECKPOINTS, LoadedModel, checkpoint_dir, load_stage
+from .report import run_comparison
+
+RESULTS_DIR = Path(__file__).resolve().parent.parent / "benchmarks" / "results"
+MAX_EVAL_IMAGES = 500  # "evaluate now" in the app: bounded so one visitor cannot hold the CPU
+
+
+def checkpoint_sets(root: str | Path | None = None, extra: str | Path | None = None) -> list[Path]:
+    """Folders under ``root`` (default: the repository's checkpoints/) holding an ADV model, plus
+    ``extra`` if given (e.g. --checkpoints DIR)."""
+    root = Path(root) if root else DEFAULT_CHECKPOINTS.parent
+    found = sorted(p for p in root.iterdir() if (p / "adv.safetensors").is_file()) if root.is_dir() else []
+    if extra is not None:
+        chosen = Path(extra).resolve()
+        if chosen not in [p.resolve() for p in found]:
+            found.insert(0, chosen)
+    return [p.resolve() for p in found]
+
+
+def image_from_uint8(array: np.ndarray, channels: int) -> torch.Tensor:
+    """(H, W, 3) uint8 display image -> (1, C, H, W) float tensor in [0, 1]."""
+    tensor = torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).float().div(255)
+    return (tensor[:1] if channels == 1 else tensor).unsqueeze(0)
+
+
+class Lab:
+    """The models of one checkpoint set: ADV backbone, AMR-GMM h/g, and the defense grid."""
+
+    def __init__(self, folder: str | Path | None = None, device: str | torch.device = "cpu") -> None:
+        self.folder = checkpoint_dir(folder)
+        self.adv: LoadedModel = load_stage(self.folder, "adv")
+        amr = self.folder / "amr.safetensors"
+        self.bundle: AMRBundle | None = load_amr(amr, device) if amr.is_file() else None
+        if self.bundle is not None and self.bundle.card["parent"]["sha256"] != self.adv.card["sha256"]:
+            raise CheckpointError(f"{amr.name} was trained on another ADV backbone than {self.folder / 'adv.safetensors'}")
+        self.defenses = DefenseSet(self.folder, device)
+        for card, model in zip(self.defenses.cards, self.defenses.models):
+            if card["dataset"] != self.adv.card["dataset"]:
+                raise CheckpointError(f"{model.path.name} is a {card['dataset']} model; the set is {self.adv.card['dataset']}")
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.adv.class_names
+
+    def model_names(self) -> list[str]:
+        """``adv`` and every defense checkpoint of the set, in grid order."""
+        return ["adv", *(m.label for m in self.defenses.models)]
+
+    def model(self, name: str) -> nn.Module:
+        if name == "adv":
+            return self.adv.model
+        for ref, net in zip(self.defenses.models, self.defenses.networks):
+            if ref.label == name:
+                return net
+        raise KeyError(f"unknown model {name!r}; this set has {', '.join(self.model_names())}")
+
+    def describe(self) -> dict[str, Any]:
+        """Dataset, backbone, eps and each model's validation metrics (from the cards)."""
+        card = self.adv.card
+        models = [{"name": "adv", **card.get("metrics", {})}]
+        models += [{"name": ref.label, **c.get("metrics", {})} for ref, c in zip(self.defenses.models, self.defenses.cards)]
+        return {"folder": str(self.folder), "dataset": card["dataset"], "backbone": card["backbone"],
+                "eps": card["eps"], "config": card.get("config_name"), "has_amr": self.bundle is not None,
+                "models": models}
+
+    def comparison(self, image: torch.Tensor, true_label: int | None, **settings: Any
+                   ) -> tuple[ExploreResult, list[dict[str, Any]]]:
+        """The whole Explore analysis of one image (see ``report.run_comparison``)."""
+        if self.bundle is None:
+            raise CheckpointError(f"{self.folder} has no AMR-GMM checkpoint (amr.safetensors)")
+        return run_comparison(self.bundle, self.defenses, image, true_label, self.class_names, **settings)
+
+    def attributions(self, result: ExploreResult, model: str = "adv", ig_steps: int = 32) -> Attributions:
+        """captum IG and Saliency of ``model`` for the clean, adversarial and inverted images of
+        ``result``, toward the true class if known, else the clean prediction."""
+        channels = self.adv.info.channels
+        images = {k: image_from_uint8(result.images[k], channels) for k in ("clean", "adversarial", "inverted")}
+        true = result.settings.get("true_label")
+        target = true if true is not None else result.predictions["natural"].label
+        return attribute(self.model(model), images, target, ig_steps)
+
+    def robustness(self) -> dict[str, Any] | None:
+        """The robustness-grid results of this set: ``<folder>/robustness.json``, else
+        ``benchmarks/results/robustness_<config>.json``; None if neither exists."""
+        for path in (self.folder / "robustness.json", RESULTS_DIR / f"robustness_{self.adv.card.get('config_name')}.json"):
+            if path.is_file():
+                return json.loads(path.read_text())
+        return None
+
+    def evaluate_now(self, model: str, attack: str, n: int, eps: float | None = None, steps: int | None = None,
+                     seed: int = 0, on_batch: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+        """Accuracy of ``model`` under ``attack`` on the first ``n`` (<= MAX_EVAL_IMAGES) test images.
+
+        Raises ``FileNotFoundError`` with a clear message when the dataset is not on this machine.
+        """
+        from .attacks import build_attack
+        from .data import load_split, make_loader
+        from .evaluate import correct_under_attack
+
+        n = int(n)
+        if not 1 <= n <= MAX_EVAL_IMAGES:
+            raise ValueError(f"n must be between 1 and {MAX_EVAL_IMAGES}, got {n}")
+        net = self.model(model)
+        card = self.adv.card
+        eps = float(card["eps"] if eps is None else eps)
+        cfg = card.get("config", {})
+        try:
+            test = load_split(card["dataset"], "test", None, cfg.get("n_val", 5000), cfg.get("seed", 0), limit=n,
+                              download=False)
+        except (FileNotFoundError, RuntimeError, OSError) as err:
+            raise FileNotFoundError(f"the {card['dataset']} test set is not on this machine ({err})") from None
+        attacker = None if attack == "clean" else build_attack(attack, net, eps, steps, seed, net.num_classes)
+        hits, seen = 0, 0
+        batches = make_loader(test, 50, shuffle=False)
+        for index, (images, labels) in enumerate(batches):
+            torch.manual_seed(seed * 100_003 + index)
+            hits += int(correct_under_attack(net, images, labels, attacker).sum())
+            seen += len(labels)
+            if on_batch is not None:
+                on_batch(seen, len(test))
+        return {"model": model, "attack": attack, "eps": eps, "steps": steps, "seed": seed, "n_images": seen,
+                "accuracy": hits / max(seen, 1)}
+
+
+def robustness_rows(result: dict[str, Any], columns: Sequence[str] | None = None) -> tuple[list[str], list[list]]:
+    """(headers, rows) of a robustness JSON for a table widget: accuracies in %, CI in points."""
+    from .robustness import COLUMNS
+
+    columns = list(columns or (*COLUMNS, "worst"))
+    headers = ["defense", "CAFE", *columns, "masking flags"]
+    rows = []
+    for row in result.get("rows", []):
+        cafe = {False: "baseline", True: "CAFE"}.get(row["cafe"], str(row["cafe"]))
+        cells = []
+        for column in columns:
+            value = row.get(column)
+            text = "-" if value is None else f"{100 * value:.2f}"
+            ci = row.get("ci95", {}).get(column)
+            if value is not None and ci is not None:
+                text += f" [{100 * ci[0]:+.1f}, {100 * ci[1]:+.1f}]"
+            cells.append(text)
+        rows.append([row["defense"], cafe, *cells, ", ".join(row.get("masking", {}).get("flags", [])) or "none"])
+    return headers, rows
