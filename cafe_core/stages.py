@@ -60,6 +60,8 @@ def run_stage(config: dict[str, Any], stage: str, *, parent: str | Path | None =
         if cafe not in CAFE_CHOICES:
             raise ValueError(f"cafe must be one of {CAFE_CHOICES}, got {cafe!r}")
         cfg.update(defense=defense, cafe=cafe)
+        if cafe and "eps_inv" in config.get("analysis", {}):
+            cfg.setdefault("eps_inv", float(config["analysis"]["eps_inv"]))  # the recipe's own choice first
     info = get_info(cfg["dataset"])
     limit = limit if limit is not None else cfg.get("train_limit")
     train_set = load_split(info.name, "train", data_root, cfg["n_val"], cfg["seed"], limit=limit)
@@ -107,7 +109,8 @@ def _defense_stage(cfg: dict[str, Any], backbone: torch.nn.Module, card: dict[st
         bundle = load_amr(amr_path, device)
         if bundle.card["parent"]["sha256"] != card["parent"]["sha256"]:
             raise CheckpointError(f"{amr_path.name} was trained on another backbone than {card['parent']['path']}")
-        cfg.setdefault("eps_inv", default_eps_inv(bundle.card))
+        if "eps_inv" not in cfg:
+            cfg["eps_inv"] = default_eps_inv(bundle.card)
         card["amr"] = parent_record(amr_path, bundle.card)
         causal_estimator = bundle.causal_estimator if cfg["cafe"] == "cafe" else None
     helper = None
