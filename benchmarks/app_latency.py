@@ -1,0 +1,117 @@
+"""Latency of the app's full Explore analysis, through its public API, on a locally launched app.
+
+Starts ``python app.py`` on 127.0.0.1 (a free port), measures the time until it answers, then
+sends N Explore requests with gradio_client (the example images in turn, default settings:
+PGD-10 at the checkpoint's eps, every defense of the set) and writes
+benchmarks/results/app_latency.json + .md.
+
+    python benchmarks/app_latency.py --requests 50
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from cafe_core.checkpoints import hardware, library_versions, read_card  # noqa: E402
+from cafe_core.predict import checkpoint_dir  # noqa: E402
+from cafe_core.reporting import markdown_table  # noqa: E402
+from cafe_core.serialization import atomic_write_text  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until_up(url: str, process: subprocess.Popen, timeout: float) -> float:
+    start = time.perf_counter()
+    while time.perf_counter() - start < timeout:
+        if process.poll() is not None:
+            raise RuntimeError(f"the app exited with code {process.returncode}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return time.perf_counter() - start
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(f"the app did not answer within {timeout:.0f} s")
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=50)
+    parser.add_argument("--checkpoints", default=None)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "app_latency.json"))
+    args = parser.parse_args()
+    import gradio_client
+
+    import app  # noqa: E402  (for the example list and defaults only; the server is a separate process)
+
+    port = free_port()
+    command = [sys.executable, str(ROOT / "app.py"), "--port", str(port)]
+    if args.checkpoints:
+        command += ["--checkpoints", args.checkpoints]
+    started = time.perf_counter()
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"})
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        startup = wait_until_up(url, process, 120)
+        client = gradio_client.Client(url, verbose=False)
+        folder = checkpoint_dir(args.checkpoints)
+        eps_255 = round(255 * read_card(folder / "adv.safetensors")["eps"])
+        times, defenses = [], None
+        for i in range(args.requests):
+            example = app.EXAMPLES[i % len(app.EXAMPLES)]
+            t0 = time.perf_counter()
+            out = client.predict(folder.name, gradio_client.handle_file(example), "pgd", eps_255, args.steps, i,
+                                 "none", False, api_name="/explore")
+            times.append(time.perf_counter() - t0)
+            defenses = len(out[4]["data"])
+        t0 = time.perf_counter()
+        client.predict(folder.name, "adv", api_name="/attributions")
+        attributions = time.perf_counter() - t0
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    result = {"explore_p50_s": statistics.median(times), "explore_p95_s": percentile(times, 95),
+              "explore_mean_s": statistics.fmean(times), "explore_max_s": max(times), "startup_s": startup,
+              "process_start_to_ready_s": startup, "attributions_s": attributions, "requests": len(times),
+              "defenses_per_request": defenses, "attack": f"pgd-{args.steps}", "eps_255": eps_255,
+              "feature_inversion_steps": app.FEATURE_STEPS, "target_p50_s": 1.0, "target_p95_s": 2.0,
+              "checkpoints": str(folder), "hardware": hardware(), "versions": library_versions(),
+              "command": " ".join(["python", "benchmarks/app_latency.py", *sys.argv[1:]]),
+              "wall_s": time.perf_counter() - started}
+    out = Path(args.out)
+    atomic_write_text(out, json.dumps(result, indent=2) + "\n")
+    table = markdown_table(["metric", "seconds", "target"],
+                           [["startup", f"{startup:.2f}", "20"], ["explore p50", f"{result['explore_p50_s']:.2f}", "1.0"],
+                            ["explore p95", f"{result['explore_p95_s']:.2f}", "2.0"],
+                            ["attributions (after)", f"{attributions:.2f}", "-"]])
+    atomic_write_text(out.with_suffix(".md"), f"App latency, {len(times)} Explore requests (PGD-{args.steps}, "
+                      f"{defenses} defenses each), {hardware()}\n\n{table}\n")
+    print(table)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,150 @@
+"""The app in a real headless Chromium (Debian chromium + chromium-driver, driven by Selenium):
+upload, attack, panels and plots render, tabs switch, the report downloads. A screenshot of the
+page is saved on failure (tests/artifacts/); with CAFE_SCREENSHOTS=1 one per tab is written to
+assets/screenshots/ for the README."""
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+selenium = pytest.importorskip("selenium")
+from selenium import webdriver  # noqa: E402
+from selenium.webdriver.chrome.service import Service  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support import expected_conditions as EC  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+DRIVER = shutil.which("chromedriver")
+pytestmark = pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="needs Debian chromium and chromium-driver")
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "tests" / "artifacts"
+SCREENSHOTS = ROOT / "assets" / "screenshots"
+
+
+@pytest.fixture(scope="module")
+def server():
+    import app
+
+    demo = app.build_app()  # the shipped checkpoint set: real models, no dataset needed
+    demo.launch(server_name="127.0.0.1", server_port=None, prevent_thread_lock=True, quiet=True,
+                max_file_size=app.MAX_FILE_BYTES)
+    try:
+        yield demo.local_url
+    finally:
+        demo.close()
+
+
+@pytest.fixture(scope="module")
+def downloads(tmp_path_factory):
+    return tmp_path_factory.mktemp("downloads")
+
+
+@pytest.fixture(scope="module")
+def browser(downloads):
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                 "--window-size=1400,2200"):
+        options.add_argument(flag)
+    options.add_experimental_option("prefs", {"download.default_directory": str(downloads),
+                                              "download.prompt_for_download": False,
+                                              "profile.default_content_setting_values.automatic_downloads": 1})
+    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
+    driver.set_page_load_timeout(60)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    driver = item.funcargs.get("browser") if hasattr(item, "funcargs") else None
+    if report.when == "call" and report.failed and driver is not None:
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        driver.save_screenshot(str(ARTIFACTS / f"{item.name}.png"))
+
+
+def shot(driver, name: str) -> None:
+    if os.environ.get("CAFE_SCREENSHOTS"):
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        driver.save_screenshot(str(SCREENSHOTS / f"{name}.png"))
+
+
+def click_tab(driver, wait, title: str) -> None:
+    tab = wait.until(EC.element_to_be_clickable((By.XPATH, f"//button[@role='tab' and contains(., '{title}')]")))
+    tab.click()
+
+
+def test_upload_attack_panels_tabs_and_report_download(server, browser, downloads):
+    import app
+
+    wait = WebDriverWait(browser, 120)
+    browser.get(server)
+    wait.until(EC.presence_of_element_located((By.XPATH, "//h1[contains(., 'CAFE Lab')]")))
+    upload = wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "input[type=file]")))
+    upload.send_keys(app.EXAMPLES[3])
+    wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "img[alt]")))
+    time.sleep(1)  # let the upload finish before the click
+    browser.find_element(By.XPATH, "//button[contains(., 'Attack and explain')]").click()
+    # The eight panels, each captioned with a prediction.
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#explore-gallery img")) >= 8)
+    wait.until(EC.text_to_be_present_in_element((By.ID, "explore-summary"), "KL to the causal prediction"))
+    captions = browser.find_element(By.ID, "explore-gallery").text
+    assert "Clean:" in captions and "Causal inversion" in captions
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, ".js-plotly-plot")) >= 2)
+    body = browser.find_element(By.TAG_NAME, "body").text
+    assert "baseline" in body and "CAFE" in body, "the defense table is on the page"
+    shot(browser, "explore")
+    # Download the report (PNG + JSON) through the page's own links.
+    links = wait.until(lambda d: [a for a in d.find_elements(By.CSS_SELECTOR, "a[download]")
+                                  if "cafe_lab_report" in (a.get_attribute("href") or "")] or False)
+    for link in links:
+        browser.execute_script("arguments[0].click();", link)
+    deadline = time.time() + 30
+    while time.time() < deadline and not {"cafe_lab_report.json", "cafe_lab_report.png"} <= {p.name for p in downloads.iterdir()}:
+        time.sleep(0.5)
+    assert {"cafe_lab_report.json", "cafe_lab_report.png"} <= {p.name for p in downloads.iterdir()}
+    from cafe_core.report import read_report
+
+    assert read_report(downloads / "cafe_lab_report.json")["settings"]["attack"] == "pgd"
+    # Tabs.
+    click_tab(browser, wait, "Robustness")
+    wait.until(EC.visibility_of_element_located((By.XPATH, "//button[contains(., 'Evaluate now')]")))
+    shot(browser, "robustness")
+    click_tab(browser, wait, "Train")
+    wait.until(EC.visibility_of_element_located((By.XPATH, "//button[contains(., 'Train h and g')]")))
+    shot(browser, "train")
+    click_tab(browser, wait, "Learn")
+    wait.until(EC.visibility_of_element_located((By.XPATH, "//*[contains(., 'Glossary')]")))
+    browser.find_element(By.XPATH, "//button[contains(., 'Show this step')]").click()
+    wait.until(lambda d: "adversarially trained network" in d.find_element(By.TAG_NAME, "body").text)
+    shot(browser, "learn")
+
+
+def test_a_broken_upload_shows_a_clear_message_and_the_page_keeps_working(server, browser, tmp_path):
+    import app
+
+    wait = WebDriverWait(browser, 60)
+    browser.get(server)
+    bogus = tmp_path / "holiday.png"
+    bogus.write_text("this is not a picture")
+    upload = wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "input[type=file]")))
+    upload.send_keys(str(bogus))
+    time.sleep(1)
+    browser.find_element(By.XPATH, "//button[contains(., 'Classify only')]").click()
+    wait.until(lambda d: "decode" in d.find_element(By.TAG_NAME, "body").text.lower()
+               or "not an image" in d.find_element(By.TAG_NAME, "body").text.lower())
+    browser.get(server)
+    upload = wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "input[type=file]")))
+    upload.send_keys(app.EXAMPLES[1])
+    time.sleep(1)
+    browser.find_element(By.XPATH, "//button[contains(., 'Classify only')]").click()
+    wait.until(lambda d: "What the model sees" in d.find_element(By.TAG_NAME, "body").text)
