@@ -27,7 +27,7 @@ from .checkpoints import CheckpointError, hardware, library_versions, load_backb
 from .data import ImageTensors
 from .defenses import DEFENSES
 from .evaluate import evaluate_attacks
-from .serialization import atomic_write_text
+from .serialization import atomic_write, atomic_write_text
 
 COLUMNS = ("clean", "fgsm", "pgd", "cw", "apgd_ce", "apgd_dlr", "autoattack")
 ATTACK_COLUMNS = COLUMNS[1:]
@@ -158,6 +158,18 @@ def robustness_markdown(result: dict[str, Any]) -> str:
              "Brackets: paired bootstrap 95% CI of (row - its baseline), points.",
              "Images per column: " + ", ".join(f"{c} {n.get(c, 0)}" for c in COLUMNS) + ".", "",
              markdown_table(header, rows)]
+    claim = result.get("claim")
+    if claim and claim["per_defense"]:
+        lines += ["", f"Paper's claim on {claim['column']} (CAFE - baseline >= 1 point, CI above zero, clean drop "
+                      f"<= 1 point): holds for {claim['holds_for']} of {claim['of']} defenses measured "
+                      f"(target: {claim['target']}): "
+                  + "; ".join(f"{d.upper()} {100 * v['gain']:+.2f} [{100 * v['ci95'][0]:+.2f}, {100 * v['ci95'][1]:+.2f}]"
+                              f"{' holds' if v['holds'] else ''}" for d, v in claim["per_defense"].items()) + "."]
+    versus = result.get("adv_cafe_minus_control")
+    if versus:
+        lines += ["", "ADV-CAFE minus the h = 0 control (same images, paired 95% CI, points): "
+                  + "; ".join(f"{c} {100 * v['delta']:+.2f} [{100 * v['ci95'][0]:+.2f}, {100 * v['ci95'][1]:+.2f}] (n {v['n']})"
+                              for c, v in versus.items()) + "."]
     return "\n".join(lines)
 
 
@@ -341,15 +353,68 @@ def evaluate_grid(config: dict[str, Any], dataset: ImageTensors, *, phases: Sequ
             result = _grid_result(config, grid, models, results, seed, command, time.perf_counter() - started)
             atomic_write_text(out, json.dumps(result, indent=2) + "\n")
             atomic_write_text(out.with_suffix(".md"), robustness_markdown(result) + "\n")
+        curves_png(result, out.with_name(out.stem + "_curves.png"))
     return result
+
+
+def curves_png(result: dict[str, Any], path: str | Path) -> Path | None:
+    """Robust accuracy vs eps for every row (PGD solid, AutoAttack dashed), as a PNG for the README.
+    Returns None when no curve has been measured yet."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    rows = [r for r in result["rows"] if r.get("eps_curve", {}).get("accuracy")]
+    if not rows:
+        return None
+    fig = Figure(figsize=(7.5, 4.2), dpi=120)
+    ax = fig.add_subplot(1, 1, 1)
+    colours = {"adv": "#4c78a8", "trades": "#f58518", "mart": "#54a24b", "awp": "#b279a2", "help": "#e45756"}
+    for row in rows:
+        curve = row["eps_curve"]
+        style = {False: ":", True: "-"}.get(row["cafe"], "-.")
+        label = row["defense"].upper() + {False: "", True: "+CAFE"}.get(row["cafe"], f" {row['cafe']}")
+        for attack, marker in (("pgd", "o"), ("autoattack", "s")):
+            values = curve["accuracy"].get(attack)
+            if values:
+                ax.plot([255 * e for e in curve["eps"][:len(values)]], [100 * v for v in values], style,
+                        marker=marker, markersize=3, color=colours.get(row["defense"], "grey"),
+                        label=f"{label} {'PGD' if attack == 'pgd' else 'AA'}")
+    n = rows[0]["eps_curve"].get("n_images", {})
+    ax.set_xlabel("eps (/255)")
+    ax.set_ylabel("robust accuracy (%)")
+    ax.set_title(f"{result['dataset']} {result['backbone']}: robust accuracy vs eps "
+                 f"(PGD on {n.get('pgd', '?')} images" + (f", AA on {n['autoattack']}" if "autoattack" in n else "") + ")",
+                 fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6, ncol=3)
+    fig.tight_layout()
+    path = Path(path)
+    atomic_write(path, lambda tmp: FigureCanvasAgg(fig).print_png(tmp))
+    return path
+
+
+def paired_difference(a: dict[str, Any], b: dict[str, Any], seed: int = 0) -> dict[str, Any]:
+    """Per column: mean(a) - mean(b) with its paired bootstrap CI, on the images both evaluated."""
+    out = {}
+    for column in COLUMNS:
+        x, y = a["correct"].get(column), b["correct"].get(column)
+        if x and y:
+            n = min(len(x), len(y))
+            out[column] = {"delta": float(np.mean(x[:n]) - np.mean(y[:n])),
+                           "ci95": list(paired_bootstrap_ci(x[:n], y[:n], seed=seed)), "n": n}
+    return out
 
 
 def _grid_result(config, grid: RobustnessGrid, models, results, seed, command, seconds) -> dict[str, Any]:
     rows = build_rows(results, models, seed=seed)
+    versus = None
+    if "defense_adv-cafe" in results and "defense_adv-control-h0" in results:
+        versus = paired_difference(results["defense_adv-cafe"], results["defense_adv-control-h0"], seed)
     n_images = {c: max((r["n"][c] for r in rows), default=0) for c in COLUMNS}
     return {"config": config.get("name"), "dataset": config["dataset"], "backbone": config["backbone"],
             "eps": config["eps"], "seed": seed, "n_images": n_images, "steps": grid.steps,
             "curve_eps": grid.curve_eps, "curve_n": grid.curve_n, "rows": rows, "claim": claim_check(rows),
+            "adv_cafe_minus_control": versus,
             "bootstrap": {"resamples": 2000, "level": 0.95, "paired": True},
             "wall_seconds_this_run": round(seconds, 1), "hardware": hardware(), "versions": library_versions(),
             "command": command}

@@ -44,3 +44,7 @@ def test_readme_results_match_the_result_files():
     spec.loader.exec_module(module)
     current = (ROOT / "README.md").read_text()
     assert module.render(current) == current, "run python benchmarks/readme_results.py"
+    for folder in (ROOT / "checkpoints").iterdir():
+        if folder.is_dir() and any(folder.glob("*.safetensors")):
+            assert (folder / "README.md").read_text() == module.checkpoint_table(folder), \
+                f"{folder.name}/README.md: run python benchmarks/readme_results.py"

@@ -188,6 +188,9 @@ def test_grid_on_checkpoints_writes_the_json_resumes_and_redoes_a_retrained_mode
     assert len(saved["rows"][0]["eps_curve"]["accuracy"]["pgd"]) == 6
     assert {"rows", "eps", "n_images", "seed", "versions"} <= set(saved)
     assert out.with_suffix(".md").read_text().startswith("Robust accuracy")
+    assert "ADV-CAFE minus the h = 0 control" in out.with_suffix(".md").read_text()
+    assert saved["adv_cafe_minus_control"]["pgd"]["n"] == 24
+    assert (out.parent / "robustness_toy_curves.png").read_bytes()[:4] == b"\x89PNG"
     # Resume: a poisoned state batch is read back, not recomputed.
     state = out.parent / "state" / "robustness_toy" / "defense_adv.json"
     stored = json.loads(state.read_text())
