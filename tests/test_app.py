@@ -225,3 +225,76 @@ def test_missing_or_broken_checkpoint_set_is_refused(tmp_path, checkpoint_set):
     (tmp_path / "adv.json").write_bytes((checkpoint_set / "adv.json").read_bytes())
     with pytest.raises(CheckpointError, match="sha256"):
         app.build_app(tmp_path)
+
+
+def _bad_files(folder):
+    """Hostile or broken uploads, each with the message the visitor must see."""
+    import io
+
+    from PIL import Image
+
+    from .test_images import _png_header_only_bomb
+
+    good = io.BytesIO()
+    Image.new("RGB", (40, 40), (200, 10, 10)).save(good, format="PNG")
+    jpeg = io.BytesIO()
+    Image.new("RGB", (40, 40), (10, 200, 10)).save(jpeg, format="JPEG")
+    cases = {
+        "text_renamed.png": (b"just some text, not a picture", "(?i)not an image|could not decode"),
+        "truncated.png": (good.getvalue()[: len(good.getvalue()) // 2], "(?i)damaged or truncated|could not decode"),
+        "truncated.jpg": (jpeg.getvalue()[: len(jpeg.getvalue()) // 2], "(?i)damaged or truncated|could not decode"),
+        "empty.png": (b"", "(?i)empty"),
+    }
+    paths = {}
+    for name, (data, message) in cases.items():
+        (folder / name).write_bytes(data)
+        paths[name] = (folder / name, message)
+    paths["bomb.png"] = (_png_header_only_bomb(folder / "bomb.png", 20000), "Image too large")
+    return paths
+
+
+def test_every_broken_upload_gives_a_clean_error_and_the_app_keeps_serving(client, tmp_path):
+    import app
+
+    for name, (path, message) in _bad_files(tmp_path).items():
+        with pytest.raises(Exception, match=message):
+            client.predict("toy_set", "adv", gradio_client.handle_file(str(path)), api_name="/classify")
+        with pytest.raises(Exception, match=message):
+            client.predict("toy_set", gradio_client.handle_file(str(path)), "pgd", 8, 2, 0, "none", False,
+                           api_name="/explore")
+        label, _, _ = client.predict("toy_set", "adv", gradio_client.handle_file(app.EXAMPLES[0]), api_name="/classify")
+        assert label["label"], f"the app stopped serving after {name}"
+
+
+def test_odd_but_valid_images_are_converted_with_a_visible_note(client, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    rgba = tmp_path / "rgba.png"
+    Image.new("RGBA", (30, 60), (255, 0, 0, 128)).save(rgba)
+    sixteen = tmp_path / "deep.png"
+    Image.fromarray(np.full((20, 20), 40000, np.uint16)).save(sixteen)
+    cmyk = tmp_path / "print.jpg"
+    Image.new("CMYK", (20, 20), (0, 50, 100, 0)).save(cmyk)
+    tiny = tmp_path / "one.png"
+    Image.new("L", (1, 1), 200).save(tiny)
+    frames = [Image.new("RGB", (8, 8), c).convert("P") for c in [(255, 0, 0), (0, 255, 0)]]
+    gif = tmp_path / "anim.gif"
+    frames[0].save(gif, save_all=True, append_images=frames[1:], duration=100, loop=0)
+    for path, note in ((rgba, "resized 30x60"), (sixteen, "16-bit"), (cmyk, "CMYK"), (tiny, "resized 1x1"),
+                       (gif, "first frame")):
+        label, seen, notes = client.predict("toy_set", "adv", gradio_client.handle_file(str(path)), api_name="/classify")
+        assert label["label"] and note in notes, (path.name, notes)
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("seed", -1, "seed"), ("seed", "nan", "seed"), ("steps", 0, "steps"), ("eps", -3, "eps"),
+])
+def test_numbers_out_of_range_via_the_api_are_refused(client, field, value, message):
+    import app
+
+    args = {"eps": 8, "steps": 2, "seed": 0}
+    args[field] = value
+    with pytest.raises(Exception, match=message):
+        client.predict("toy_set", gradio_client.handle_file(app.EXAMPLES[0]), "pgd", args["eps"], args["steps"],
+                       args["seed"], "none", False, api_name="/explore")
