@@ -8,6 +8,7 @@ checks the card against the weights and against what the caller asked for.
 from __future__ import annotations
 
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -67,19 +68,38 @@ def save_checkpoint(weights: str | Path, modules: Mapping[str, nn.Module], card:
             if dtype is not None and value.is_floating_point():
                 value = value.to(dtype)
             tensors[f"{prefix}.{key}"] = value
-    save_tensors(weights, tensors, {"format": "cafe-lab", "modules": ",".join(modules)})
+    # Both files are staged completely before either replaces its predecessor: a full disk or a
+    # read-only folder fails before anything is replaced, so the previous checkpoint stays whole.
+    staging = weights.with_name(f".{weights.name}.staging")
+    card_staging = weights.with_name(f".{card_path(weights).name}.staging")
+    try:
+        save_tensors(staging, tensors, {"format": "cafe-lab", "modules": ",".join(modules)})
+        full = _full_card(card, weights, sha256_file(staging), modules, dtype)
+        atomic_write_text(card_staging, json.dumps(full, indent=2, sort_keys=True) + "\n")
+        os.replace(staging, weights)
+        os.replace(card_staging, card_path(weights))
+    except OSError as err:
+        raise OSError(err.errno, f"cannot write checkpoint {weights.name} in {weights.parent}: "
+                                 f"{err.strerror or err}; the previous checkpoint is unchanged") from err
+    finally:
+        staging.unlink(missing_ok=True)
+        card_staging.unlink(missing_ok=True)
+    return full
+
+
+def _full_card(card: dict[str, Any], weights: Path, sha256: str, modules: Mapping[str, nn.Module],
+               dtype: torch.dtype | None) -> dict[str, Any]:
     full = dict(card)
     full.update({
         "card_version": CARD_VERSION,
         "weights": weights.name,
-        "sha256": sha256_file(weights),
+        "sha256": sha256,
         "modules": list(modules),
         "storage_dtype": str(dtype or "as trained").replace("torch.", ""),
         "versions": library_versions(),
         "hardware": card.get("hardware", hardware()),
         "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     })
-    atomic_write_text(card_path(weights), json.dumps(full, indent=2, sort_keys=True) + "\n")
     return full
 
 
