@@ -51,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--defenses", default=None, help="grid: comma list of defenses (default: all five)")
     ev.add_argument("--curve-n", action="append", default=[], metavar="ATTACK=N",
                     help="grid: images for the eps curves, e.g. autoattack=100")
+    ev.add_argument("--curve-attacks", default="pgd,autoattack", help="grid: attacks of the eps curves")
     ev.add_argument("--attacks", default="clean,fgsm,pgd", help="comma list: clean,fgsm,pgd,cw,apgd_ce,apgd_dlr,autoattack")
     ev.add_argument("--eps", type=float, default=None, help="L-inf radius on [0,1] (default: the card's)")
     ev.add_argument("--steps", action="append", default=[], metavar="ATTACK=N", help="e.g. pgd=20")
@@ -198,6 +199,7 @@ def cmd_evaluate_grid(args: argparse.Namespace) -> int:
     defenses = [d.strip() for d in args.defenses.split(",")] if args.defenses else None
     result = evaluate_grid(config, dataset, phases=phases, defenses=defenses, out=args.out,
                            limits=_pairs(args.limit), steps=_pairs(args.steps), curve_n=_pairs(args.curve_n),
+                           curve_attacks=[a.strip() for a in args.curve_attacks.split(",") if a.strip()],
                            seed=args.seed, batch_size=args.batch_size, device=device, progress=not args.quiet,
                            command=_command_line())
     print(robustness_markdown(result))

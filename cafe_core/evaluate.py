@@ -66,12 +66,15 @@ def validation_metrics(model: nn.Module, dataset: ImageTensors, cfg: dict[str, A
 def evaluate_attacks(model: nn.Module, dataset: ImageTensors, attacks: Sequence[str], eps: float,
                      seed: int = 0, batch_size: int = 256, device: str | torch.device = "cpu",
                      limits: dict[str, int] | None = None, state_path: str | Path | None = None,
-                     steps: dict[str, int] | None = None, progress: bool = True) -> dict[str, Any]:
+                     steps: dict[str, int] | None = None, progress: bool = True,
+                     read_only: bool = False) -> dict[str, Any]:
     """Robust accuracy of ``model`` for each attack name ('clean' = no attack).
 
     Each batch's result is recorded in ``state_path`` (JSON, written atomically) as soon as it
     is known, so an interrupted evaluation (hours of AutoAttack on CPU) resumes where it stopped.
     The state is keyed by attack, eps, seed, steps and batch index; change any and it recomputes.
+    With ``read_only`` nothing is computed: each attack reports the leading batches already in
+    the state (attacks with none are left out).
 
     Returns:
         ``{"accuracy": {attack: acc}, "n_images": {attack: n}, "correct": {attack: [0/1 per image]},
@@ -95,6 +98,8 @@ def evaluate_attacks(model: nn.Module, dataset: ImageTensors, attacks: Sequence[
             # A stored batch is reused only if it covers the same images (a different --limit
             # changes the length of the last batch).
             if len(done["batches"].get(str(index), ())) != len(labels):
+                if read_only:
+                    break
                 start = time.perf_counter()
                 # Seed per batch so a resumed run draws the same random starts as an unbroken one.
                 torch.manual_seed(seed * 100_003 + index)
@@ -104,6 +109,8 @@ def evaluate_attacks(model: nn.Module, dataset: ImageTensors, attacks: Sequence[
                 if state_path is not None:
                     atomic_write_text(state_path, json.dumps(state))
             correct += done["batches"][str(index)]
+        if read_only and not correct:
+            continue
         out["accuracy"][name] = sum(correct) / max(len(correct), 1)
         out["n_images"][name] = len(correct)
         out["correct"][name] = correct

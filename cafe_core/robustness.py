@@ -213,34 +213,38 @@ class RobustnessGrid:
         return path
 
     def _run(self, model: nn.Module, attacks: Sequence[str], eps: float, state: Path | None,
-             limit: dict[str, int] | None = None) -> dict[str, Any]:
+             limit: dict[str, int] | None = None, read_only: bool = False) -> dict[str, Any]:
         limits = {a: (limit or self.limits).get(a, len(self.dataset)) for a in attacks}
         if state is not None and not state.exists():
             state.parent.mkdir(parents=True, exist_ok=True)
         return evaluate_attacks(model, self.dataset, attacks, eps, self.seed, self.batch_size, self.device,
                                 limits, state, {a: self.steps[a] for a in attacks if a in self.steps},
-                                progress=self.progress)
+                                progress=self.progress, read_only=read_only)
 
     def evaluate_model(self, model: nn.Module, sha256: str, label: str,
                        phases: Sequence[str] = PHASES) -> dict[str, Any]:
-        """Per-image results of one model for the requested phases (plain data)."""
+        """Per-image results of one model: the requested ``phases`` are computed (or resumed),
+        the other phases are read from the state as far as earlier runs got (plain data)."""
         state = self._state_path(label, sha256)
         if state is not None and not state.exists():
             state.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_text(state, json.dumps({"sha256": sha256}))
         out: dict[str, Any] = {"accuracy": {}, "n_images": {}, "correct": {}, "seconds": {},
                                "curve": {"eps": self.curve_eps, "accuracy": {}, "n_images": {}}}
-        for phase in phases:
+        for phase in PHASES:
+            read_only = phase not in phases
             if phase == "curves":
                 for attack in self.curve_attacks:
                     accs = []
                     for eps in self.curve_eps:
-                        r = self._run(model, [attack], eps, state, self.curve_n)
-                        accs.append(r["accuracy"][attack])
-                        out["curve"]["n_images"][attack] = r["n_images"][attack]
-                    out["curve"]["accuracy"][attack] = accs
+                        r = self._run(model, [attack], eps, state, self.curve_n, read_only)
+                        accs.append(r["accuracy"].get(attack))
+                        if attack in r["n_images"]:
+                            out["curve"]["n_images"][attack] = r["n_images"][attack]
+                    if any(a is not None for a in accs):
+                        out["curve"]["accuracy"][attack] = accs
                 continue
-            r = self._run(model, PHASE_ATTACKS[phase], self.eps, state)
+            r = self._run(model, PHASE_ATTACKS[phase], self.eps, state, read_only=read_only)
             for key in ("accuracy", "n_images", "correct", "seconds"):
                 out[key].update(r[key])
         return out
@@ -347,7 +351,7 @@ def evaluate_grid(config: dict[str, Any], dataset: ImageTensors, *, phases: Sequ
                 loaded[model_ref.label] = (model, card["sha256"])
             model, sha = loaded[model_ref.label]
             t0 = time.perf_counter()
-            # Re-running the finished phases is free (their batches come from the state file).
+            # Phases not yet reached in this run are read from the state only (nothing computed).
             results[model_ref.label] = grid.evaluate_model(model, sha, model_ref.label, phases[:index + 1])
             log(f"[{phase}] {model_ref.label}: {time.perf_counter() - t0:.0f} s")
             result = _grid_result(config, grid, models, results, seed, command, time.perf_counter() - started)
@@ -376,7 +380,7 @@ def curves_png(result: dict[str, Any], path: str | Path) -> Path | None:
         for attack, marker in (("pgd", "o"), ("autoattack", "s")):
             values = curve["accuracy"].get(attack)
             if values:
-                ax.plot([255 * e for e in curve["eps"][:len(values)]], [100 * v for v in values], style,
+                ax.plot([255 * e for e in curve["eps"][:len(values)]], [float("nan") if v is None else 100 * v for v in values], style,
                         marker=marker, markersize=3, color=colours.get(row["defense"], "grey"),
                         label=f"{label} {'PGD' if attack == 'pgd' else 'AA'}")
     n = rows[0]["eps_curve"].get("n_images", {})

@@ -201,6 +201,13 @@ def test_grid_on_checkpoints_writes_the_json_resumes_and_redoes_a_retrained_mode
     again = evaluate_grid(config, data, **kwargs)
     assert again["rows"][0]["pgd"] == pytest.approx((12 + sum(stored[key]["batches"]["1"])) / 24)
     assert again["rows"][1]["pgd"] == first["rows"][1]["pgd"]
+    # A later run of another phase keeps the finished columns (read from the state, not recomputed).
+    strong = evaluate_grid(config, data, **{**kwargs, "phases": ("strong",),
+                                            "steps": {"pgd": 3, "square": 20, "cw": 2, "apgd_ce": 2, "apgd_dlr": 2},
+                                            "limits": {"square": 12, "cw": 12, "apgd_ce": 12, "apgd_dlr": 12}})
+    assert strong["rows"][0]["pgd"] == again["rows"][0]["pgd"] and strong["rows"][0]["n"]["cw"] == 12
+    assert strong["rows"][0]["eps_curve"]["accuracy"]["pgd"] == again["rows"][0]["eps_curve"]["accuracy"]["pgd"]
+    assert strong["rows"][0]["n"]["worst"] == 12
     # Retraining (new weights, new sha256) throws the stale per-image results away.
     save_checkpoint(folder / "defense_adv.safetensors", {"model": make_lite(7)}, dict(CARD, stage="defense"))
     evaluate_grid(config, data, **kwargs)
