@@ -118,7 +118,11 @@ def _defense_table(rows: list[dict], names) -> list[list]:
             for r in rows]
 
 
-def build_app(checkpoints: str | Path | None = None) -> gr.Blocks:
+QUEUE_SIZE = 32          # waiting requests; beyond this a caller gets "Queue is full! Please try again."
+CONCURRENCY = 2          # requests computed at once (2 cores)
+
+
+def build_app(checkpoints: str | Path | None = None, queue_size: int = QUEUE_SIZE) -> gr.Blocks:
     """Build the Blocks app for the checkpoint set ``checkpoints`` (and its sibling sets)."""
     default = checkpoint_dir(checkpoints)
     labs: dict[str, Lab] = {str(default): Lab(default)}
@@ -406,7 +410,7 @@ def build_app(checkpoints: str | Path | None = None) -> gr.Blocks:
                             api_name="lesson")
         del robustness_event
     REPORT_ROOT.mkdir(parents=True, exist_ok=True)
-    demo.queue(max_size=32, default_concurrency_limit=2)
+    demo.queue(max_size=queue_size, default_concurrency_limit=CONCURRENCY)
     return demo
 
 

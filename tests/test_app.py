@@ -298,3 +298,27 @@ def test_numbers_out_of_range_via_the_api_are_refused(client, field, value, mess
     with pytest.raises(Exception, match=message):
         client.predict("toy_set", gradio_client.handle_file(app.EXAMPLES[0]), "pgd", args["eps"], args["steps"],
                        args["seed"], "none", False, api_name="/explore")
+
+
+def test_a_full_queue_answers_busy_instead_of_piling_up(checkpoint_set):
+    import app
+
+    demo = app.build_app(checkpoint_set, queue_size=1)
+    demo.launch(server_name="127.0.0.1", server_port=None, prevent_thread_lock=True, quiet=True)
+    try:
+        client = gradio_client.Client(demo.local_url, verbose=False)
+        jobs = [client.submit(*explore_args(app.EXAMPLES[i % len(app.EXAMPLES)], steps=20), api_name="/explore")
+                for i in range(8)]
+        outcomes = []
+        for job in jobs:
+            try:
+                job.result(timeout=300)
+                outcomes.append("ok")
+            except Exception as err:  # noqa: BLE001 (the error text is what is checked)
+                outcomes.append(str(err))
+        assert any("Queue is full" in o for o in outcomes), outcomes
+        assert "ok" in outcomes, "the requests that got in are answered"
+        label, _, _ = client.predict("toy_set", "adv", gradio_client.handle_file(app.EXAMPLES[0]), api_name="/classify")
+        assert label["label"]
+    finally:
+        demo.close()
