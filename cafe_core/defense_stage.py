@@ -29,7 +29,7 @@ class DefenseStage:
     """Fine-tune ``model`` with a named defense and an optional CAFE term.
 
     Config keys: defense (a ``DEFENSES`` name), cafe (None/"none", "cafe", "control-h0"),
-    eps, steps, eps_inv, inversion_steps, lr, momentum, weight_decay, warmup, epochs;
+    cafe_weight (multiplies L_CAFE, default 1 as in the paper), eps, steps, eps_inv, inversion_steps, lr, momentum, weight_decay, warmup, epochs;
     validation: val_attack, val_steps, val_adv_images, seed.
 
     Args:
@@ -78,7 +78,7 @@ class DefenseStage:
                 logs["defense_loss"] = loss.item()
                 if self.cafe is not None:
                     cafe_loss, cafe_logs = self.cafe.loss(net, adversarial, inverted)
-                    loss = loss + cafe_loss
+                    loss = loss + self.cfg.get("cafe_weight", 1.0) * cafe_loss
                     logs.update(cafe_logs)
             self.precision.step(loss, optimizer)
         self.schedulers["model"].step()
