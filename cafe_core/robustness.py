@@ -170,7 +170,23 @@ def robustness_markdown(result: dict[str, Any]) -> str:
         lines += ["", "ADV-CAFE minus the h = 0 control (same images, paired 95% CI, points): "
                   + "; ".join(f"{c} {100 * v['delta']:+.2f} [{100 * v['ci95'][0]:+.2f}, {100 * v['ci95'][1]:+.2f}] (n {v['n']})"
                               for c, v in versus.items()) + "."]
+        lines += ["", "In plain words: " + " ".join(
+            f"{c}: {verdict(v['ci95'], 'ADV-CAFE', 'the h = 0 control')}." for c, v in versus.items() if c != "clean")]
+    base_rows = [r for r in result["rows"] if r["cafe"] is True and r.get("ci95")]
+    if base_rows:
+        lines += ["", "CAFE vs its own baseline, in plain words: " + " ".join(
+            f"{r['defense'].upper()} on {c}: {verdict(r['ci95'][c], 'CAFE', 'the baseline')}."
+            for r in base_rows for c in ("pgd", "autoattack") if c in r["ci95"])]
     return "\n".join(lines)
+
+
+def verdict(ci: Sequence[float], a: str, b: str) -> str:
+    """A plain sentence for a paired 95% CI of (a - b)."""
+    if ci[0] > 0:
+        return f"{a} is better (CI above zero)"
+    if ci[1] < 0:
+        return f"{b} is better (CI below zero)"
+    return f"no difference can be claimed (CI {100 * ci[0]:+.1f} to {100 * ci[1]:+.1f} points includes zero)"
 
 
 class RobustnessGrid:
