@@ -31,7 +31,11 @@ from cafe_core.robustness import claim_check  # noqa: E402
 ATTACK_CHOICES = [(info.label, name) for name, info in ATTACK_INFO.items() if name not in ("fgsm_rs", "square")]
 ATTACK_NAMES = {name for _, name in ATTACK_CHOICES}
 DEFAULT_STEPS = 10       # PGD-10: the whole Explore answer (11 defenses included) stays near a second
-FEATURE_STEPS = 40       # Fig. 3-style inversions in the app (the CLI figure uses 200)
+FEATURE_STEPS = 25       # Fig. 3-style inversions in the app (the CLI figure uses 200)
+# One torch thread per request, two requests at once: measured on 2 cores, a request running in
+# gradio's worker thread with 2 torch threads took 2.8 s (its OpenMP team fights the idle, still
+# spinning team of another thread) against 1.1 s with 1 thread, for the same computation.
+TORCH_THREADS = 1
 REPORT_ROOT = Path(tempfile.gettempdir()) / "cafe_lab_reports"
 TRAIN_ROOT = Path(tempfile.gettempdir()) / "cafe_lab_train"
 LESSON_EXAMPLE = 3       # index into EXAMPLES of the lesson's image
@@ -122,10 +126,18 @@ QUEUE_SIZE = 32          # waiting requests; beyond this a caller gets "Queue is
 CONCURRENCY = 2          # requests computed at once (2 cores)
 
 
-def build_app(checkpoints: str | Path | None = None, queue_size: int = QUEUE_SIZE) -> gr.Blocks:
-    """Build the Blocks app for the checkpoint set ``checkpoints`` (and its sibling sets)."""
+def build_app(checkpoints: str | Path | None = None, queue_size: int = QUEUE_SIZE, warm_up: bool = True) -> gr.Blocks:
+    """Build the Blocks app for the checkpoint set ``checkpoints`` (and its sibling sets).
+
+    ``warm_up`` runs one Explore analysis at start-up, so the first visitor does not pay for
+    torch's one-off initialisation (~1.5 s here).
+    """
     default = checkpoint_dir(checkpoints)
     labs: dict[str, Lab] = {str(default): Lab(default)}
+    if warm_up and EXAMPLES and labs[str(default)].bundle is not None:
+        lab0 = labs[str(default)]
+        image = prepare_image(EXAMPLES[0], lab0.adv.info.channels, lab0.adv.info.image_size).tensor
+        lab0.comparison(image, None, steps=2, feature_steps=2)
     sets = {_set_label(p): p for p in checkpoint_sets(extra=default)}
     default_label = _set_label(default)
     first = labs[str(default)]
@@ -421,6 +433,9 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
     parser.add_argument("--share", action="store_true", help="create a public gradio.live link")
     args = parser.parse_args()
+    import torch
+
+    torch.set_num_threads(TORCH_THREADS)
     try:
         demo = build_app(args.checkpoints)
     except CheckpointError as err:
