@@ -39,6 +39,8 @@ TORCH_THREADS = 1
 REPORT_ROOT = Path(tempfile.gettempdir()) / "cafe_lab_reports"
 TRAIN_ROOT = Path(tempfile.gettempdir()) / "cafe_lab_train"
 LESSON_EXAMPLE = 3       # index into EXAMPLES of the lesson's image
+QUEUE_SIZE = 32          # waiting requests; beyond this a caller gets "Queue is full! Please try again."
+CONCURRENCY = 2          # requests computed at once (2 cores)
 MAX_STEPS = 100          # server-side caps: the UI sliders are not trusted
 MAX_EPS_255 = 64
 PANELS = [("clean", "Clean"), ("adversarial", "Adversarial"), ("perturbation", "Perturbation"),
@@ -122,10 +124,6 @@ def _defense_table(rows: list[dict], names) -> list[list]:
             for r in rows]
 
 
-QUEUE_SIZE = 32          # waiting requests; beyond this a caller gets "Queue is full! Please try again."
-CONCURRENCY = 2          # requests computed at once (2 cores)
-
-
 def build_app(checkpoints: str | Path | None = None, queue_size: int = QUEUE_SIZE, warm_up: bool = True) -> gr.Blocks:
     """Build the Blocks app for the checkpoint set ``checkpoints`` (and its sibling sets).
 
@@ -200,13 +198,7 @@ def build_app(checkpoints: str | Path | None = None, queue_size: int = QUEUE_SIZ
             bundle = load_amr(path)
         progress(0.1, desc="attacking, estimating causal features, inverting, attacking every defense")
         try:
-            if bundle is not None:
-                from cafe_core.report import run_comparison
-
-                result, rows = run_comparison(bundle, lab.defenses, prepared.tensor, true_label, lab.class_names,
-                                              **settings)
-            else:
-                result, rows = lab.comparison(prepared.tensor, true_label, **settings)
+            result, rows = lab.comparison(prepared.tensor, true_label, bundle=bundle, **settings)
         except (ValueError, CheckpointError) as err:
             raise gr.Error(str(err)) from None
         kl = result.kl_x1000

@@ -67,14 +67,16 @@ def evaluate_attacks(model: nn.Module, dataset: ImageTensors, attacks: Sequence[
                      seed: int = 0, batch_size: int = 256, device: str | torch.device = "cpu",
                      limits: dict[str, int] | None = None, state_path: str | Path | None = None,
                      steps: dict[str, int] | None = None, progress: bool = True,
-                     read_only: bool = False) -> dict[str, Any]:
+                     read_only: bool = False, on_batch: Callable[[int, int], None] | None = None
+                     ) -> dict[str, Any]:
     """Robust accuracy of ``model`` for each attack name ('clean' = no attack).
 
     Each batch's result is recorded in ``state_path`` (JSON, written atomically) as soon as it
     is known, so an interrupted evaluation (hours of AutoAttack on CPU) resumes where it stopped.
     The state is keyed by attack, eps, seed, steps and batch index; change any and it recomputes.
     With ``read_only`` nothing is computed: each attack reports the leading batches already in
-    the state (attacks with none are left out).
+    the state (attacks with none are left out). ``on_batch(done, total)`` is called after each
+    batch (the app's progress bar).
 
     Returns:
         ``{"accuracy": {attack: acc}, "n_images": {attack: n}, "correct": {attack: [0/1 per image]},
@@ -109,6 +111,8 @@ def evaluate_attacks(model: nn.Module, dataset: ImageTensors, attacks: Sequence[
                 if state_path is not None:
                     atomic_write_text(state_path, json.dumps(state))
             correct += done["batches"][str(index)]
+            if on_batch is not None:
+                on_batch(len(correct), n)
         if read_only and not correct:
             continue
         out["accuracy"][name] = sum(correct) / max(len(correct), 1)

@@ -247,3 +247,10 @@ def image_to_uint8(tensor: torch.Tensor) -> np.ndarray:
         raise ValueError(f"expected (1, C, H, W) or (C, H, W) with C 1 or 3, got {tuple(t.shape)}")
     out = (t.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
     return np.repeat(out, 3 // out.shape[2], axis=2)  # repeat copies: contiguous, not shared
+
+
+def image_from_uint8(array: np.ndarray, channels: int) -> torch.Tensor:
+    """Inverse of :func:`image_to_uint8`: (H, W, 3) uint8 -> (1, C, H, W) float in [0, 1]
+    (grey models take the first channel)."""
+    tensor = torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).float().div(255)
+    return (tensor[:1] if channels == 1 else tensor).unsqueeze(0)

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -19,6 +18,7 @@ from .attribution import Attributions, attribute
 from .checkpoints import CheckpointError
 from .compare import DefenseSet
 from .explore import ExploreResult
+from .images import image_from_uint8
 from .predict import DEFAULT_CHECKPOINTS, LoadedModel, checkpoint_dir, load_stage
 from .report import run_comparison
 
@@ -36,12 +36,6 @@ def checkpoint_sets(root: str | Path | None = None, extra: str | Path | None = N
         if chosen not in [p.resolve() for p in found]:
             found.insert(0, chosen)
     return [p.resolve() for p in found]
-
-
-def image_from_uint8(array: np.ndarray, channels: int) -> torch.Tensor:
-    """(H, W, 3) uint8 display image -> (1, C, H, W) float tensor in [0, 1]."""
-    tensor = torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).float().div(255)
-    return (tensor[:1] if channels == 1 else tensor).unsqueeze(0)
 
 
 class Lab:
@@ -84,12 +78,14 @@ class Lab:
                 "eps": card["eps"], "config": card.get("config_name"), "has_amr": self.bundle is not None,
                 "models": models}
 
-    def comparison(self, image: torch.Tensor, true_label: int | None, **settings: Any
-                   ) -> tuple[ExploreResult, list[dict[str, Any]]]:
-        """The whole Explore analysis of one image (see ``report.run_comparison``)."""
-        if self.bundle is None:
+    def comparison(self, image: torch.Tensor, true_label: int | None, bundle: AMRBundle | None = None,
+                   **settings: Any) -> tuple[ExploreResult, list[dict[str, Any]]]:
+        """The whole Explore analysis of one image (see ``report.run_comparison``), with the set's
+        h and g or another AMR-GMM ``bundle`` (e.g. one trained in the app's Train tab)."""
+        bundle = bundle or self.bundle
+        if bundle is None:
             raise CheckpointError(f"{self.folder} has no AMR-GMM checkpoint (amr.safetensors)")
-        return run_comparison(self.bundle, self.defenses, image, true_label, self.class_names, **settings)
+        return run_comparison(bundle, self.defenses, image, true_label, self.class_names, **settings)
 
     def attributions(self, result: ExploreResult, model: str = "adv", ig_steps: int = 32) -> Attributions:
         """captum IG and Saliency of ``model`` for the clean, adversarial and inverted images of
@@ -114,9 +110,8 @@ class Lab:
 
         Raises ``FileNotFoundError`` with a clear message when the dataset is not on this machine.
         """
-        from .attacks import build_attack
-        from .data import load_split, make_loader
-        from .evaluate import correct_under_attack
+        from .data import load_split
+        from .evaluate import evaluate_attacks
 
         n = int(n)
         if not 1 <= n <= MAX_EVAL_IMAGES:
@@ -130,35 +125,16 @@ class Lab:
                               download=False)
         except (FileNotFoundError, RuntimeError, OSError) as err:
             raise FileNotFoundError(f"the {card['dataset']} test set is not on this machine ({err})") from None
-        attacker = None if attack == "clean" else build_attack(attack, net, eps, steps, seed, net.num_classes)
-        hits, seen = 0, 0
-        batches = make_loader(test, 50, shuffle=False)
-        for index, (images, labels) in enumerate(batches):
-            torch.manual_seed(seed * 100_003 + index)
-            hits += int(correct_under_attack(net, images, labels, attacker).sum())
-            seen += len(labels)
-            if on_batch is not None:
-                on_batch(seen, len(test))
+        result = evaluate_attacks(net, test, [attack], eps, seed, batch_size=50, steps={attack: steps},
+                                  progress=False, on_batch=on_batch)
+        seen = result["n_images"][attack]
         return {"model": model, "attack": attack, "eps": eps, "steps": steps, "seed": seed, "n_images": seen,
-                "accuracy": hits / max(seen, 1)}
+                "accuracy": result["accuracy"][attack]}
 
 
-def robustness_rows(result: dict[str, Any], columns: Sequence[str] | None = None) -> tuple[list[str], list[list]]:
+def robustness_rows(result: dict[str, Any]) -> tuple[list[str], list[list]]:
     """(headers, rows) of a robustness JSON for a table widget: accuracies in %, CI in points."""
-    from .robustness import COLUMNS
+    from .robustness import COLUMNS, table_cells
 
-    columns = list(columns or (*COLUMNS, "worst"))
-    headers = ["defense", "CAFE", *columns, "masking flags"]
-    rows = []
-    for row in result.get("rows", []):
-        cafe = {False: "baseline", True: "CAFE"}.get(row["cafe"], str(row["cafe"]))
-        cells = []
-        for column in columns:
-            value = row.get(column)
-            text = "-" if value is None else f"{100 * value:.2f}"
-            ci = row.get("ci95", {}).get(column)
-            if value is not None and ci is not None:
-                text += f" [{100 * ci[0]:+.1f}, {100 * ci[1]:+.1f}]"
-            cells.append(text)
-        rows.append([row["defense"], cafe, *cells, ", ".join(row.get("masking", {}).get("flags", [])) or "none"])
-    return headers, rows
+    headers = ["defense", "CAFE", *COLUMNS, "worst", "masking flags"]
+    return headers, table_cells(result, ("baseline", "CAFE"))

@@ -22,6 +22,7 @@ from .analysis import AMRBundle
 from .checkpoints import CheckpointError, library_versions
 from .compare import DefenseSet, compare_defenses
 from .explore import ExploreResult, explore
+from .images import image_from_uint8
 from .serialization import atomic_write, atomic_write_text
 
 REPORT_KIND = "cafe-lab-explore"
@@ -58,13 +59,6 @@ def run_comparison(bundle: AMRBundle, defenses: DefenseSet | None, image: torch.
     return result, rows
 
 
-def input_tensor(report: dict[str, Any], channels: int) -> torch.Tensor:
-    """The report's model input as a (1, C, H, W) tensor in [0, 1]."""
-    array = decode_input(report)
-    tensor = torch.from_numpy(array.copy()).permute(2, 0, 1).float().div(255)
-    return (tensor[:1] if channels == 1 else tensor).unsqueeze(0)
-
-
 RERUN_KEYS = ("attack", "eps", "steps", "seed", "target", "eps_inv", "inversion_steps", "feature_steps")
 
 
@@ -80,7 +74,7 @@ def rerun_report(report: dict[str, Any], bundle: AMRBundle, defenses: DefenseSet
                               f"(sha256 {settings['amr_sha256'][:12]}..., loaded {str(bundle.card.get('sha256'))[:12]}...)")
     kwargs = {k: settings[k] for k in RERUN_KEYS if k in settings}
     result, rows = run_comparison(bundle, defenses if report.get("defenses") else None,
-                                  input_tensor(report, channels), settings.get("true_label"), class_names, **kwargs)
+                                  image_from_uint8(decode_input(report), channels), settings.get("true_label"), class_names, **kwargs)
     new = build_report(result, rows, report.get("checkpoints"))
     return new, compare_numbers(report, new)
 

@@ -97,14 +97,20 @@ def paired_bootstrap_ci(row: Sequence[int], base: Sequence[int], n_boot: int = 2
 def worst_case(correct: dict[str, Sequence[int]], columns: Sequence[str] = ATTACK_COLUMNS) -> tuple[float | None, int]:
     """Accuracy when each image must survive every attack in ``columns``, on the images all of
     them evaluated (the first ``min(n)``). Returns ``(accuracy, n)``; ``(None, 0)`` if none ran."""
-    present = [correct[c] for c in columns if correct.get(c)]
-    if not present:
+    lengths = [len(correct[c]) for c in columns if correct.get(c)]
+    if not lengths:
         return None, 0
-    n = min(len(c) for c in present)
+    n = min(lengths)
+    return float(np.mean(worst_vector(correct, n, columns))), n
+
+
+def worst_vector(correct: dict[str, Sequence[int]], n: int, columns: Sequence[str] = ATTACK_COLUMNS) -> list[int]:
+    """Per image (first ``n``): 1 if it survived every attack of ``columns`` that ran, else 0."""
     survived = np.ones(n, dtype=bool)
-    for column in present:
-        survived &= np.asarray(column[:n], dtype=bool)
-    return float(survived.mean()), n
+    for column in columns:
+        if correct.get(column):
+            survived &= np.asarray(correct[column][:n], dtype=bool)
+    return survived.astype(int).tolist()
 
 
 def masking_check(accuracy: dict[str, float], curve: dict[str, Any] | None = None,
@@ -132,9 +138,9 @@ def masking_check(accuracy: dict[str, float], curve: dict[str, Any] | None = Non
     return {"flags": flags, "suspicious": bool(flags), "tolerance": tolerance}
 
 
-def robustness_markdown(result: dict[str, Any]) -> str:
-    """The grid as a markdown table (accuracy %, CI of the difference to the baseline below)."""
-    from .reporting import markdown_table
+def table_cells(result: dict[str, Any], cafe_labels: tuple[str, str]) -> list[list[str]]:
+    """One row of text cells per grid row: defense, CAFE setting (``cafe_labels`` for
+    baseline/CAFE), each column as "accuracy % [CI of row - baseline, points]", worst, masking."""
 
     def cell(row: dict, column: str) -> str:
         value = row.get(column)
@@ -146,13 +152,21 @@ def robustness_markdown(result: dict[str, Any]) -> str:
             text += f" [{100 * ci[0]:+.1f}, {100 * ci[1]:+.1f}]"
         return text
 
-    header = ["defense", "CAFE", *COLUMNS, "worst", "masking"]
     rows = []
     for row in result["rows"]:
-        cafe = {False: "no", True: "yes"}.get(row["cafe"], str(row["cafe"]))
+        cafe = {False: cafe_labels[0], True: cafe_labels[1]}.get(row["cafe"], str(row["cafe"]))
         flags = row.get("masking", {}).get("flags", [])
-        rows.append([row["defense"], cafe, *(cell(row, c) for c in COLUMNS), cell(row, "worst"),
+        rows.append([row["defense"], cafe, *(cell(row, c) for c in (*COLUMNS, "worst")),
                      ", ".join(flags) if flags else "none"])
+    return rows
+
+
+def robustness_markdown(result: dict[str, Any]) -> str:
+    """The grid as a markdown table (accuracy %, CI of the difference to the baseline below)."""
+    from .reporting import markdown_table
+
+    header = ["defense", "CAFE", *COLUMNS, "worst", "masking"]
+    rows = table_cells(result, ("no", "yes"))
     n = result["n_images"]
     lines = [f"Robust accuracy (%) on {result['dataset']} test images, eps = {result['eps']:.4f}, seed {result['seed']}. "
              "Brackets: paired bootstrap 95% CI of (row - its baseline), points.",
@@ -231,8 +245,6 @@ class RobustnessGrid:
     def _run(self, model: nn.Module, attacks: Sequence[str], eps: float, state: Path | None,
              limit: dict[str, int] | None = None, read_only: bool = False) -> dict[str, Any]:
         limits = {a: (limit or self.limits).get(a, len(self.dataset)) for a in attacks}
-        if state is not None and not state.exists():
-            state.parent.mkdir(parents=True, exist_ok=True)
         return evaluate_attacks(model, self.dataset, attacks, eps, self.seed, self.batch_size, self.device,
                                 limits, state, {a: self.steps[a] for a in attacks if a in self.steps},
                                 progress=self.progress, read_only=read_only)
@@ -283,34 +295,16 @@ def build_rows(results: dict[str, dict[str, Any]], models: Sequence[GridModel], 
         row["masking"] = masking_check({k: v for k, v in r["accuracy"].items() if v is not None}, r["curve"])
         base = results.get(GridModel(model.defense, False, model.path).label)
         if model.cafe is not False and base is not None:
-            row["ci95"], row["delta"] = {}, {}
-            base_correct = dict(base["correct"])
-            own = dict(r["correct"])
-            base_worst, base_n_worst = worst_case(base_correct)
-            for column in (*COLUMNS, "worst"):
-                if column == "worst":
-                    n = min(n_worst, base_n_worst)
-                    if n == 0 or worst is None or base_worst is None:
-                        continue
-                    a = _worst_vector(own, n)
-                    b = _worst_vector(base_correct, n)
-                else:
-                    if not own.get(column) or not base_correct.get(column):
-                        continue
-                    n = min(len(own[column]), len(base_correct[column]))
-                    a, b = own[column][:n], base_correct[column][:n]
-                row["ci95"][column] = list(paired_bootstrap_ci(a, b, n_boot, seed))
-                row["delta"][column] = float(np.mean(a) - np.mean(b))
+            differences = paired_difference(r, base, seed, n_boot)
+            n = min(n_worst, worst_case(base["correct"])[1])
+            if n:
+                a, b = worst_vector(r["correct"], n), worst_vector(base["correct"], n)
+                differences["worst"] = {"delta": float(np.mean(a) - np.mean(b)),
+                                        "ci95": list(paired_bootstrap_ci(a, b, n_boot, seed)), "n": n}
+            row["ci95"] = {c: d["ci95"] for c, d in differences.items()}
+            row["delta"] = {c: d["delta"] for c, d in differences.items()}
         rows.append(row)
     return rows
-
-
-def _worst_vector(correct: dict[str, Sequence[int]], n: int) -> list[int]:
-    survived = np.ones(n, dtype=bool)
-    for column in ATTACK_COLUMNS:
-        if correct.get(column):
-            survived &= np.asarray(correct[column][:n], dtype=bool)
-    return survived.astype(int).tolist()
 
 
 def claim_check(rows: Sequence[dict[str, Any]], column: str = "autoattack", min_gain: float = 0.01,
@@ -413,7 +407,7 @@ def curves_png(result: dict[str, Any], path: str | Path) -> Path | None:
     return path
 
 
-def paired_difference(a: dict[str, Any], b: dict[str, Any], seed: int = 0) -> dict[str, Any]:
+def paired_difference(a: dict[str, Any], b: dict[str, Any], seed: int = 0, n_boot: int = 2000) -> dict[str, Any]:
     """Per column: mean(a) - mean(b) with its paired bootstrap CI, on the images both evaluated."""
     out = {}
     for column in COLUMNS:
@@ -421,7 +415,7 @@ def paired_difference(a: dict[str, Any], b: dict[str, Any], seed: int = 0) -> di
         if x and y:
             n = min(len(x), len(y))
             out[column] = {"delta": float(np.mean(x[:n]) - np.mean(y[:n])),
-                           "ci95": list(paired_bootstrap_ci(x[:n], y[:n], seed=seed)), "n": n}
+                           "ci95": list(paired_bootstrap_ci(x[:n], y[:n], n_boot, seed)), "n": n}
     return out
 
 
