@@ -338,7 +338,8 @@ def evaluate_grid(config: dict[str, Any], dataset: ImageTensors, *, phases: Sequ
                   device: str | torch.device = "cpu", progress: bool = False, command: str = "",
                   log: Callable[[str], None] = print) -> dict[str, Any]:
     """Evaluate every grid checkpoint of ``config`` phase by phase and write the JSON + markdown
-    after each model, so an interrupted run leaves a valid, partial (n recorded) result."""
+    after each model, so an interrupted run leaves a valid, partial (n recorded) result with a
+    row for every model. With no ``phases`` it only assembles the JSON from the stored state."""
     name = config.get("name", "config")
     out = Path(out or f"benchmarks/results/robustness_{name}.json")
     state_dir = out.parent / "state" / out.stem
@@ -350,23 +351,33 @@ def evaluate_grid(config: dict[str, Any], dataset: ImageTensors, *, phases: Sequ
                           progress=progress)
     results: dict[str, dict[str, Any]] = {}
     loaded: dict[str, tuple[nn.Module, str]] = {}
+    for model_ref in models:
+        model, card = load_backbone(model_ref.path, device=device)
+        if abs(card["eps"] - config["eps"]) > 1e-9:
+            raise CheckpointError(f"{model_ref.path.name} was trained at eps {card['eps']}, config says {config['eps']}")
+        loaded[model_ref.label] = (model, card["sha256"])
+        # Every model's finished results first (read from the state, nothing computed), so a run
+        # cut in any phase still writes a JSON with every row.
+        results[model_ref.label] = grid.evaluate_model(model, card["sha256"], model_ref.label, phases=())
     started = time.perf_counter()
-    result: dict[str, Any] = {}
+
+    def write() -> dict[str, Any]:
+        result = _grid_result(config, grid, models, results, seed, command, time.perf_counter() - started)
+        atomic_write_text(out, json.dumps(result, indent=2) + "\n")
+        atomic_write_text(out.with_suffix(".md"), robustness_markdown(result) + "\n")
+        return result
+
+    result = write()
     for index, phase in enumerate(phases):
         for model_ref in models:
-            if model_ref.label not in loaded:
-                model, card = load_backbone(model_ref.path, device=device)
-                if abs(card["eps"] - config["eps"]) > 1e-9:
-                    raise CheckpointError(f"{model_ref.path.name} was trained at eps {card['eps']}, config says {config['eps']}")
-                loaded[model_ref.label] = (model, card["sha256"])
             model, sha = loaded[model_ref.label]
             t0 = time.perf_counter()
             # Phases not yet reached in this run are read from the state only (nothing computed).
             results[model_ref.label] = grid.evaluate_model(model, sha, model_ref.label, phases[:index + 1])
             log(f"[{phase}] {model_ref.label}: {time.perf_counter() - t0:.0f} s")
-            result = _grid_result(config, grid, models, results, seed, command, time.perf_counter() - started)
-            atomic_write_text(out, json.dumps(result, indent=2) + "\n")
-            atomic_write_text(out.with_suffix(".md"), robustness_markdown(result) + "\n")
+            result = write()
+        curves_png(result, out.with_name(out.stem + "_curves.png"))
+    if not phases:
         curves_png(result, out.with_name(out.stem + "_curves.png"))
     return result
 

@@ -202,12 +202,23 @@ def test_grid_on_checkpoints_writes_the_json_resumes_and_redoes_a_retrained_mode
     assert again["rows"][0]["pgd"] == pytest.approx((12 + sum(stored[key]["batches"]["1"])) / 24)
     assert again["rows"][1]["pgd"] == first["rows"][1]["pgd"]
     # A later run of another phase keeps the finished columns (read from the state, not recomputed).
-    strong = evaluate_grid(config, data, **{**kwargs, "phases": ("strong",),
-                                            "steps": {"pgd": 3, "square": 20, "cw": 2, "apgd_ce": 2, "apgd_dlr": 2},
-                                            "limits": {"square": 12, "cw": 12, "apgd_ce": 12, "apgd_dlr": 12}})
+    later = {**kwargs, "steps": {"pgd": 3, "square": 20, "cw": 2, "apgd_ce": 2, "apgd_dlr": 2},
+             "limits": {"square": 12, "cw": 12, "apgd_ce": 12, "apgd_dlr": 12}}
+    strong = evaluate_grid(config, data, **{**later, "phases": ("strong",)})
     assert strong["rows"][0]["pgd"] == again["rows"][0]["pgd"] and strong["rows"][0]["n"]["cw"] == 12
     assert strong["rows"][0]["eps_curve"]["accuracy"]["pgd"] == again["rows"][0]["eps_curve"]["accuracy"]["pgd"]
     assert strong["rows"][0]["n"]["worst"] == 12
+    # A run cut after its first model still writes every row (the others from the state).
+    def cut(message):
+        raise KeyboardInterrupt(message)
+
+    with pytest.raises(KeyboardInterrupt):
+        evaluate_grid(config, data, **{**later, "phases": ("autoattack",), "log": cut})
+    after_cut = json.loads(out.read_text())
+    assert [r["pgd"] for r in after_cut["rows"]] == [r["pgd"] for r in strong["rows"]]
+    assert [r["n"]["cw"] for r in after_cut["rows"]] == [12, 12, 12]
+    assembled = evaluate_grid(config, data, **{**later, "phases": ()})
+    assert [r["pgd"] for r in assembled["rows"]] == [r["pgd"] for r in strong["rows"]]
     # Retraining (new weights, new sha256) throws the stale per-image results away.
     save_checkpoint(folder / "defense_adv.safetensors", {"model": make_lite(7)}, dict(CARD, stage="defense"))
     evaluate_grid(config, data, **kwargs)
