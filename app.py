@@ -207,16 +207,24 @@ def build_app(checkpoints: str | Path | None = None, queue_size: int = QUEUE_SIZ
                    f"**KL to the causal prediction (x1000)**: inverted image {kl['inversion']:.2f}, "
                    f"clean {kl['clean']:.2f}, adversarial {kl['adversarial']:.2f}"
                    + (f"  \n**Input**: {notes}" if notes else ""))
-        report = build_report(result, rows, str(lab.folder))
-        folder = Path(tempfile.mkdtemp(prefix="report_", dir=REPORT_ROOT))
-        json_path, png_path = write_report(report, report_png(result, rows), folder)
         table = _defense_table(rows, lab.class_names)
+        last = {"result": result, "rows": rows, "folder": str(lab.folder)}
         return (_gallery(result, lab.class_names), probability_bars(result), channel_bars(result), summary, table,
-                result.to_json(), [str(png_path), str(json_path)], result)
+                result.to_json(), last)
 
-    def run_attributions(set_name, model_name, result):
-        if result is None:
+    def make_report(last):
+        """The report files of the last Explore run (a chained event: the analysis shows first)."""
+        if not last:
+            raise gr.Error("Run an attack first: the report describes its result.")
+        report = build_report(last["result"], last["rows"], last["folder"])
+        folder = Path(tempfile.mkdtemp(prefix="report_", dir=REPORT_ROOT))
+        json_path, png_path = write_report(report, report_png(last["result"], last["rows"]), folder)
+        return [str(png_path), str(json_path)]
+
+    def run_attributions(set_name, model_name, last):
+        if not last:
             raise gr.Error("Run an attack first: attributions explain its images.")
+        result = last["result"]
         lab = get_lab(set_name)
         try:
             attr = lab.attributions(result, model_name or "adv")
@@ -395,8 +403,9 @@ def build_app(checkpoints: str | Path | None = None, queue_size: int = QUEUE_SIZ
                    api_name=False, queue=False)
         explore_event = run.click(
             run_explore, inputs=[set_choice, image, attack, eps, steps, seed, target, use_trained, trained],
-            outputs=[gallery, probs, channel_plot, summary, defense_table, numbers, report_files, last_result],
+            outputs=[gallery, probs, channel_plot, summary, defense_table, numbers, last_result],
             api_name="explore", preprocess=False)
+        explore_event.success(make_report, inputs=last_result, outputs=report_files, api_name="report")
         explore_event.success(run_attributions, inputs=[set_choice, model_choice, last_result], outputs=attributions,
                               api_name="attributions")
         classify_button.click(classify_image, inputs=[set_choice, model_choice, image], outputs=[label, seen, notes],

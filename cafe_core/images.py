@@ -252,5 +252,5 @@ def image_to_uint8(tensor: torch.Tensor) -> np.ndarray:
 def image_from_uint8(array: np.ndarray, channels: int) -> torch.Tensor:
     """Inverse of :func:`image_to_uint8`: (H, W, 3) uint8 -> (1, C, H, W) float in [0, 1]
     (grey models take the first channel)."""
-    tensor = torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).float().div(255)
+    tensor = torch.from_numpy(np.array(array, copy=True)).permute(2, 0, 1).float().div(255)  # owned, writable
     return (tensor[:1] if channels == 1 else tensor).unsqueeze(0)

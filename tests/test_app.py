@@ -1,6 +1,8 @@
 """The app through its API (gradio_client against a locally launched server)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -82,8 +84,7 @@ def test_explore_endpoint_returns_every_panel_and_the_library_numbers(client, ch
     from cafe_core.lab import Lab
 
     example = app.EXAMPLES[3]  # a dress: true label known from the gallery file name
-    gallery, probs, channels, summary, table, numbers, files = client.predict(*explore_args(example),
-                                                                              api_name="/explore")
+    gallery, probs, channels, summary, table, numbers = client.predict(*explore_args(example), api_name="/explore")
     assert len(gallery) == len(app.PANELS)
     captions = [item["caption"] for item in gallery]
     assert captions[0].startswith("Clean: ") and "Causal inversion" in captions[3]
@@ -107,6 +108,8 @@ def test_explore_endpoint_returns_every_panel_and_the_library_numbers(client, ch
     assert [r[3].split(" ")[0] for r in table["data"]] == [lab.class_names[r["adversarial_label"]] for r in rows]
     assert "KL to the causal prediction" in summary
     assert probs is not None and channels is not None
+    files = client.predict(api_name="/report")  # chained after /explore, on the same session's result
+    assert sorted(Path(f).suffix for f in files) == [".json", ".png"]
     report = next(f for f in files if str(f).endswith(".json"))
     from cafe_core.report import read_report
 

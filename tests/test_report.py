@@ -12,7 +12,7 @@ import torch
 from cafe_core.attacks import build_attack
 from cafe_core.attribution import attribute
 from cafe_core.checkpoints import save_checkpoint
-from cafe_core.compare import DefenseSet, compare_defenses
+from cafe_core.compare import DefenseSet, compare_defenses, defense_adversarials
 from cafe_core.lab import Lab
 from cafe_core.lesson import LESSON_TITLES, lesson_step
 from cafe_core.report import build_report, read_report, report_png, rerun_report
@@ -32,15 +32,27 @@ def test_every_defense_is_attacked_on_its_own_gradients(lab_folder, fashion):
     defenses = DefenseSet(lab_folder)
     assert [m.label for m in defenses.models] == ["defense_adv", "defense_trades-cafe"]
     image, label = fashion[2][0]
-    rows = compare_defenses(defenses, image[None], int(label), int(label), attack="pgd", eps=0.1, steps=5, seed=3)
-    for row, net in zip(rows, defenses.networks):
-        torch.manual_seed(3)
-        adversarial = build_attack("pgd", net, 0.1, 5, 3)(image[None], torch.tensor([int(label)]))
+    x, y = image[None], torch.tensor([int(label)])
+    assert defenses.stacked() is not None, "two lite models are attacked together as one stacked network"
+    adversarial = defense_adversarials(defenses, x, int(label), "pgd", 0.1, 5, 3)
+    rows = compare_defenses(defenses, x, int(label), int(label), attack="pgd", eps=0.1, steps=5, seed=3)
+    assert (adversarial - x).abs().max() <= 0.1 + 1e-6
+    for i, (row, net) in enumerate(zip(rows, defenses.networks)):
         with torch.no_grad():
-            assert row["adversarial_label"] == int(net(adversarial).argmax())
-            assert row["clean_label"] == int(net(image[None]).argmax())
+            assert row["adversarial_label"] == int(net(adversarial[i:i + 1]).argmax())
+            assert row["clean_label"] == int(net(x).argmax())
+            # Its own adversarial image hurts it more than the other model's one does.
+            own = torch.nn.functional.cross_entropy(net(adversarial[i:i + 1]), y)
+            other = torch.nn.functional.cross_entropy(net(adversarial[1 - i:2 - i]), y)
+        assert own > other, f"model {i} was not attacked on its own gradients"
         assert row["adversarial_correct"] == (row["adversarial_label"] == int(label))
     assert rows[1]["defense"] == "trades" and rows[1]["cafe"] is True
+    # The attacks that work on subsets of a batch (APGD) run model by model, as before stacking.
+    rows = compare_defenses(defenses, x, int(label), int(label), attack="apgd_ce", eps=0.1, steps=5, seed=3)
+    for row, net in zip(rows, defenses.networks):
+        own = build_attack("apgd_ce", net, 0.1, 5, 3)(x, y)
+        with torch.no_grad():
+            assert row["adversarial_label"] == int(net(own).argmax())
 
 
 def test_integrated_gradients_are_complete_and_saliency_is_the_gradient(toy_model, fashion):
