@@ -15,7 +15,6 @@ import gradio as gr  # noqa: E402
 
 import tempfile  # noqa: E402
 
-from cafe_core.analysis import load_amr  # noqa: E402
 from cafe_core.attacks import ATTACK_INFO  # noqa: E402
 from cafe_core.checkpoints import CheckpointError  # noqa: E402
 from cafe_core.figures import (causal_graph, channel_bars, probability_bars, robustness_curves,  # noqa: E402
@@ -27,6 +26,7 @@ from cafe_core.live_training import MAX_EPOCHS, MAX_IMAGES, check_budget, train_
 from cafe_core.predict import checkpoint_dir, classify  # noqa: E402
 from cafe_core.report import build_report, report_png, write_report  # noqa: E402
 from cafe_core.robustness import claim_check  # noqa: E402
+from cafe_core.serving import AnalysisPool, WorkerStopped  # noqa: E402
 
 ATTACK_CHOICES = [(info.label, name) for name, info in ATTACK_INFO.items() if name not in ("fgsm_rs", "square")]
 ATTACK_NAMES = {name for _, name in ATTACK_CHOICES}
@@ -41,6 +41,9 @@ TRAIN_ROOT = Path(tempfile.gettempdir()) / "cafe_lab_train"
 LESSON_EXAMPLE = 3       # index into EXAMPLES of the lesson's image
 QUEUE_SIZE = 32          # waiting requests; beyond this a caller gets "Queue is full! Please try again."
 CONCURRENCY = 2          # requests computed at once (2 cores)
+# Explore analyses run in this many worker processes (cafe_core.serving explains why not threads);
+# 0 runs them in the server process.
+WORKERS = int(os.environ.get("CAFE_WORKERS", "2"))
 MAX_STEPS = 100          # server-side caps: the UI sliders are not trusted
 MAX_EPS_255 = 64
 PANELS = [("clean", "Clean"), ("adversarial", "Adversarial"), ("perturbation", "Perturbation"),
@@ -124,17 +127,22 @@ def _defense_table(rows: list[dict], names) -> list[list]:
             for r in rows]
 
 
-def build_app(checkpoints: str | Path | None = None, queue_size: int = QUEUE_SIZE, warm_up: bool = True) -> gr.Blocks:
+def build_app(checkpoints: str | Path | None = None, queue_size: int = QUEUE_SIZE, warm_up: bool = True,
+              workers: int | None = None) -> gr.Blocks:
     """Build the Blocks app for the checkpoint set ``checkpoints`` (and its sibling sets).
 
-    ``warm_up`` runs one Explore analysis at start-up, so the first visitor does not pay for
-    torch's one-off initialisation (~1.5 s here).
+    ``warm_up`` runs one Explore analysis at start-up (here and in every worker, in parallel), so
+    the first visitor does not pay for torch's one-off initialisation (~1.5 s here).
+    ``workers``: Explore worker processes (default ``WORKERS``); the Blocks keeps the pool as
+    ``demo.analysis_pool`` (``.close()`` stops it).
     """
     default = checkpoint_dir(checkpoints)
     labs: dict[str, Lab] = {str(default): Lab(default)}
+    pool = AnalysisPool(WORKERS if workers is None else workers)
     if warm_up and EXAMPLES and labs[str(default)].bundle is not None:
         lab0 = labs[str(default)]
         image = prepare_image(EXAMPLES[0], lab0.adv.info.channels, lab0.adv.info.image_size).tensor
+        pool.warm_up(default, image)
         lab0.comparison(image, None, steps=2, feature_steps=2)
     sets = {_set_label(p): p for p in checkpoint_sets(extra=default)}
     default_label = _set_label(default)
@@ -188,18 +196,18 @@ def build_app(checkpoints: str | Path | None = None, queue_size: int = QUEUE_SIZ
         lab = get_lab(set_name)
         settings = settings_from(attack, eps_255, steps, seed, target, list(lab.class_names))
         prepared, true_label = prepared_input(image, lab)
-        bundle = None
+        bundle_path = None
         if use_trained:
             if not trained:
                 raise gr.Error("Train h and g in the Train tab first (or untick 'use my trained h/g').")
             path = Path(trained).resolve()
             if not path.is_relative_to(TRAIN_ROOT.resolve()) or not path.is_file():
                 raise gr.Error("That trained checkpoint is not available any more.")
-            bundle = load_amr(path)
+            bundle_path = path
         progress(0.1, desc="attacking, estimating causal features, inverting, attacking every defense")
         try:
-            result, rows = lab.comparison(prepared.tensor, true_label, bundle=bundle, **settings)
-        except (ValueError, CheckpointError) as err:
+            result, rows = pool.comparison(lab.folder, prepared.tensor, true_label, bundle_path, **settings)
+        except (ValueError, CheckpointError, WorkerStopped) as err:
             raise gr.Error(str(err)) from None
         kl = result.kl_x1000
         notes = "; ".join(prepared.notes)
@@ -293,8 +301,12 @@ def build_app(checkpoints: str | Path | None = None, queue_size: int = QUEUE_SIZ
             raise gr.Error("The example gallery is missing (assets/examples).")
         example = EXAMPLES[min(LESSON_EXAMPLE, len(EXAMPLES) - 1)]
         prepared = prepare_image(example, lab.adv.info.channels, lab.adv.info.image_size)
-        result, rows = lab.comparison(prepared.tensor, example_label(example), attack="pgd", eps=lab.adv.card["eps"],
-                                      steps=DEFAULT_STEPS, seed=0, feature_steps=FEATURE_STEPS)
+        try:
+            result, rows = pool.comparison(lab.folder, prepared.tensor, example_label(example), attack="pgd",
+                                           eps=lab.adv.card["eps"], steps=DEFAULT_STEPS, seed=0,
+                                           feature_steps=FEATURE_STEPS)
+        except WorkerStopped as err:
+            raise gr.Error(str(err)) from None
         return lesson_step(index, result, rows), _gallery(result, lab.class_names)
 
     def run_training(set_name, images, epochs, progress=gr.Progress()):
@@ -424,6 +436,7 @@ def build_app(checkpoints: str | Path | None = None, queue_size: int = QUEUE_SIZ
         del robustness_event
     REPORT_ROOT.mkdir(parents=True, exist_ok=True)
     demo.queue(max_size=queue_size, default_concurrency_limit=CONCURRENCY)
+    demo.analysis_pool = pool
     return demo
 
 
@@ -433,12 +446,14 @@ def main() -> None:
     parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
     parser.add_argument("--share", action="store_true", help="create a public gradio.live link")
+    parser.add_argument("--workers", type=int, default=WORKERS,
+                        help="Explore worker processes (default: $CAFE_WORKERS or 2; 0 = in the server process)")
     args = parser.parse_args()
     import torch
 
     torch.set_num_threads(TORCH_THREADS)
     try:
-        demo = build_app(args.checkpoints)
+        demo = build_app(args.checkpoints, workers=args.workers)
     except CheckpointError as err:
         raise SystemExit(f"cannot start: {err}") from None
     demo.launch(server_name=args.host, server_port=args.port, share=args.share,

@@ -1,7 +1,9 @@
 """Load test: many concurrent visitors running the full Explore analysis against a local app.
 
 Starts ``python app.py`` on 127.0.0.1 (free port), then C gradio_client sessions (threads) each
-send R Explore requests back to back (example images in turn, PGD-10 at the checkpoint's eps).
+send R Explore requests back to back (example images in turn, PGD-10 at the checkpoint's eps)
+and fetch the answer's images over one kept-alive connection, as a browser does (see
+app_latency.py for why not gradio_client's own per-file download).
 Bounded: it stops by itself after C x R requests or --max-seconds. The server's peak resident
 memory is read from /proc/<pid>/status (VmHWM). Writes benchmarks/results/load.json + .md.
 
@@ -19,10 +21,12 @@ import threading
 import time
 from pathlib import Path
 
+import httpx
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.app_latency import free_port, percentile, wait_until_up  # noqa: E402
+from benchmarks.app_latency import fetch_outputs, free_port, percentile, wait_until_up  # noqa: E402
 from cafe_core.checkpoints import hardware, library_versions, read_card  # noqa: E402
 from cafe_core.predict import checkpoint_dir  # noqa: E402
 from cafe_core.reporting import markdown_table  # noqa: E402
@@ -43,6 +47,12 @@ def peak_rss_mb(pid: int) -> float:
                 if line.startswith("VmHWM:"):
                     total += int(line.split()[1]) / 1024
     return total
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc/<pid>/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> None:
@@ -76,15 +86,17 @@ def main() -> None:
         wait_until_up(url, process, 120)
 
         def visitor(index: int) -> None:
-            client = gradio_client.Client(url, verbose=False)
+            client = gradio_client.Client(url, verbose=False, download_files=False)
+            http = httpx.Client(timeout=120)
             for r in range(args.requests):
                 if time.perf_counter() > deadline:
                     return
                 example = app.EXAMPLES[(index + r) % len(app.EXAMPLES)]
                 t0 = time.perf_counter()
                 try:
-                    client.predict(folder.name, gradio_client.handle_file(example), "pgd", eps_255, args.steps,
-                                   index * 1000 + r, "none", False, api_name="/explore")
+                    out = client.predict(folder.name, gradio_client.handle_file(example), "pgd", eps_255, args.steps,
+                                         index * 1000 + r, "none", False, api_name="/explore")
+                    fetch_outputs(http, out, url)
                     with lock:
                         latencies.append(time.perf_counter() - t0)
                 except Exception as err:  # counted, not raised: the test reports errors
@@ -92,6 +104,7 @@ def main() -> None:
                         errors.append(f"{type(err).__name__}: {err}"[:200])
 
         started = time.perf_counter()
+        server_cpu_start, client_cpu_start = cpu_seconds(process.pid), cpu_seconds(os.getpid())
         threads = [threading.Thread(target=visitor, args=(i,), daemon=True) for i in range(args.clients)]
         for t in threads:
             t.start()
@@ -100,6 +113,8 @@ def main() -> None:
             time.sleep(0.5)
         wall = time.perf_counter() - started
         peak = max(peak, peak_rss_mb(process.pid))
+        server_cpu = cpu_seconds(process.pid) - server_cpu_start
+        client_cpu = cpu_seconds(os.getpid()) - client_cpu_start
     finally:
         process.terminate()
         process.wait(timeout=30)
@@ -107,7 +122,9 @@ def main() -> None:
               "p50_s": statistics.median(latencies) if latencies else None,
               "p95_s": percentile(latencies, 95) if latencies else None,
               "max_s": max(latencies) if latencies else None, "max_rss_mb": round(peak, 1),
-              "throughput_rps": len(latencies) / wall, "wall_s": round(wall, 1), "error_samples": errors[:5],
+              "throughput_rps": len(latencies) / wall,
+              "server_cpu_s_per_request": round(server_cpu / max(1, len(latencies)), 3),
+              "client_cpu_s_per_request": round(client_cpu / max(1, len(latencies)), 3), "wall_s": round(wall, 1), "error_samples": errors[:5],
               "requests_per_client": args.requests, "attack": f"pgd-{args.steps}",
               "targets": {"errors": 0, "p95_s": 15, "max_rss_mb": 3072}, "hardware": hardware(),
               "versions": library_versions(),

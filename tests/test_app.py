@@ -55,6 +55,7 @@ def client(checkpoint_set):
         yield gradio_client.Client(demo.local_url, verbose=False)
     finally:
         demo.close()
+        demo.analysis_pool.close()
 
 
 def test_classify_endpoint_matches_the_library(client, checkpoint_set):
@@ -325,3 +326,4 @@ def test_a_full_queue_answers_busy_instead_of_piling_up(checkpoint_set):
         assert label["label"]
     finally:
         demo.close()
+        demo.analysis_pool.close()

@@ -37,6 +37,7 @@ def server():
         yield demo.local_url
     finally:
         demo.close()
+        demo.analysis_pool.close()
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from cafe_core.checkpoints import save_checkpoint
 from cafe_core.compare import DefenseSet, compare_defenses, defense_adversarials
 from cafe_core.lab import Lab
 from cafe_core.lesson import LESSON_TITLES, lesson_step
-from cafe_core.report import build_report, read_report, report_png, rerun_report
+from cafe_core.report import build_report, compare_numbers, read_report, report_png, rerun_report
 
 from .conftest import CARD, make_lite
 
@@ -128,3 +128,31 @@ def test_a_set_whose_amr_belongs_to_another_backbone_is_refused(lab_folder, tmp_
     save_checkpoint(other / "adv.safetensors", {"model": make_lite(9)}, dict(CARD, stage="adv", parent=None))
     with pytest.raises(CheckpointError, match="another ADV backbone"):
         Lab(other)
+
+
+def test_worker_processes_answer_like_the_library_and_survive_a_killed_worker(lab_folder, fashion):
+    import os
+    import signal
+
+    from cafe_core.serving import AnalysisPool, WorkerStopped
+
+    image, label = fashion[2][0]
+    settings = dict(attack="pgd", eps=0.1, steps=3, seed=1, feature_steps=3, eps_inv=0.05)
+    expected, expected_rows = Lab(lab_folder).comparison(image[None], int(label), **settings)
+    pool = AnalysisPool(workers=1)
+    try:
+        result, rows = pool.comparison(lab_folder, image[None], int(label), **settings)
+        assert rows == expected_rows
+        # Same labels; floats equal up to the last bits (another process, another BLAS state).
+        assert compare_numbers(build_report(expected, expected_rows), build_report(result, rows), 1e-5) == []
+        assert all(np.abs(result.images[k].astype(int) - expected.images[k]).max() <= 1 for k in expected.images)
+        with pytest.raises(ValueError, match="target class"):  # errors come back as they are
+            pool.comparison(lab_folder, image[None], int(label), **{**settings, "target": 99})
+        for pid in list(pool._executor._processes):  # a worker killed, e.g. by the OOM killer
+            os.kill(pid, signal.SIGKILL)
+        with pytest.raises(WorkerStopped, match="try again"):
+            pool.comparison(lab_folder, image[None], int(label), **settings)
+        again, again_rows = pool.comparison(lab_folder, image[None], int(label), **settings)
+        assert compare_numbers(build_report(expected, expected_rows), build_report(again, again_rows), 1e-5) == []
+    finally:
+        pool.close()
