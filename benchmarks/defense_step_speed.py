@@ -27,7 +27,18 @@ from cafe_core.models import create_model  # noqa: E402
 from cafe_core.models.estimator import create_estimator  # noqa: E402
 from cafe_core.reporting import markdown_table  # noqa: E402
 from cafe_core.serialization import atomic_write_text  # noqa: E402
-from cafe_core.train import Precision, pick_device  # noqa: E402
+from cafe_core.train import Precision, Runtime, pick_device  # noqa: E402
+
+
+def defense_stage(cfg: dict, defense: str, cafe: str | None, channels: int, device: torch.device,
+                  precision: Precision, runtime: Runtime | None = None) -> DefenseStage:
+    """A DefenseStage on a fresh backbone (seed 0), with an untrained h / standard model where needed."""
+    torch.manual_seed(0)
+    model = create_model(cfg["backbone"], channels, 10)
+    helper = create_model(cfg["backbone"], channels, 10) if defense == "help" else None
+    h = create_estimator(model.feature_channels) if cafe == "cafe" else None
+    return DefenseStage(model, {**cfg, "defense": defense, "cafe": cafe}, 100, device, precision,
+                        causal_estimator=h, std_model=helper, runtime=runtime)
 
 
 def main() -> None:
@@ -48,16 +59,10 @@ def main() -> None:
     bs = cfg["batch_size"]
     images = torch.rand(bs, *shape, device=device)
     labels = torch.randint(0, 10, (bs,), device=device)
-    feature_channels = create_model(cfg["backbone"], shape[0], 10).feature_channels
     rows = []
     for defense in DEFENSES.names():
         for cafe in (None, "cafe", "control-h0"):
-            torch.manual_seed(0)
-            model = create_model(cfg["backbone"], shape[0], 10)
-            helper = create_model(cfg["backbone"], shape[0], 10) if defense == "help" else None
-            h = create_estimator(feature_channels) if cafe == "cafe" else None
-            stage = DefenseStage(model, {**cfg, "defense": defense, "cafe": cafe}, 100, device,
-                                 Precision(device), causal_estimator=h, std_model=helper)
+            stage = defense_stage(cfg, defense, cafe, shape[0], device, Precision(device))
             stage.train_batch(images, labels)
             times = []
             for _ in range(args.batches):

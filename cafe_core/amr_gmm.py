@@ -6,6 +6,10 @@ Adversarial moment restriction solved as a min-max game on a frozen backbone (ev
 * min step (h only, g(Z) recomputed after g's step): loss_h = mean_i[CE_i(c(F_n + h(g(Z)))) * CE_i(c(F_n + g(Z)))]
 
 with Z = f(x_adv) - f(x) the feature variation, x_adv = PGD(x) against the full backbone.
+
+Under torchrun h and g use BatchNorm statistics of the whole (all-rank) batch, and each
+player's update goes through its own DistributedDataParallel wrapper; the other player, the
+frozen backbone and the attack use the plain modules.
 """
 from __future__ import annotations
 
@@ -15,11 +19,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import distributed
 from .attacks import build_attack
 from .causal import PREDICTIONS, causal_view, feature_variation
 from .data import ImageTensors, make_loader
 from .models.estimator import create_estimator
-from .train import Precision
+from .train import Precision, Runtime, trainable
 
 
 def moment_product(backbone: nn.Module, causal_estimator: nn.Module, natural: torch.Tensor,
@@ -50,29 +55,34 @@ class AMRStage:
     selection_metric = "causal_acc"
 
     def __init__(self, backbone: nn.Module, cfg: dict[str, Any], device: torch.device,
-                 precision: Precision) -> None:
-        self.backbone = freeze(backbone.to(device))
+                 precision: Precision, runtime: Runtime | None = None) -> None:
+        runtime = runtime or Runtime()
+        self.backbone = freeze(runtime.place(backbone, device))
         self.cfg = cfg
         self.device = device
         self.precision = precision
         channels = backbone.feature_channels
-        self.h = create_estimator(channels).to(device)
-        self.g = create_estimator(channels).to(device)
+        self.h = runtime.place(create_estimator(channels), device)
+        self.g = runtime.place(create_estimator(channels), device)
+        # Each player's update goes through its own DDP wrapper (identity for one process); h and
+        # g are small, so never compiled, and their BatchNorm always spans all ranks.
+        _, self.h_trainer = trainable(self.h, device, Runtime(), sync_bn=True)
+        _, self.g_trainer = trainable(self.g, device, Runtime(), sync_bn=True)
         self.modules = {"h": self.h, "g": self.g}
         kw = dict(lr=cfg.get("lr", 1e-4), weight_decay=cfg.get("weight_decay", 1e-5), amsgrad=True)
         self.optimizers = {"h": torch.optim.AdamW(self.h.parameters(), **kw),
                            "g": torch.optim.AdamW(self.g.parameters(), **kw)}
         self.schedulers: dict[str, Any] = {}
         self.lam = float(cfg.get("lambda_", 1.0))
-        self.attack = build_attack(cfg.get("attack", "pgd"), self.backbone, cfg["eps"], cfg.get("steps", 10),
-                                   num_classes=backbone.num_classes)
+        self.attack = build_attack(cfg.get("attack", "pgd"), runtime.compiled(self.backbone), cfg["eps"],
+                                   cfg.get("steps", 10), num_classes=backbone.num_classes)
 
     def max_step(self, natural: torch.Tensor, variation: torch.Tensor, labels: torch.Tensor) -> float:
         """Update g to maximise the moment (h fixed), kept near Z by the lambda penalty."""
         self.h.requires_grad_(False)  # gradients flow through h to g, but h's weights need none
         try:
             with self.precision.autocast():
-                shift = self.g(variation)
+                shift = self.g_trainer(variation)
                 loss = -moment_product(self.backbone, self.h, natural, shift, labels)
                 loss = loss + self.lam * (shift.float() - variation.float()).pow(2).mean()
             self.precision.step(loss, self.optimizers["g"])
@@ -85,7 +95,7 @@ class AMRStage:
         with self.precision.autocast():
             with torch.no_grad():
                 shift = self.g(variation)
-            loss = moment_product(self.backbone, self.h, natural, shift, labels)
+            loss = moment_product(self.backbone, self.h_trainer, natural, shift, labels)
         self.precision.step(loss, self.optimizers["h"])
         return loss.item()
 
@@ -96,7 +106,9 @@ class AMRStage:
             adversarial = self.attack(images, labels)
             with torch.no_grad():
                 natural, variation = feature_variation(self.backbone, images, adversarial)
-        natural, variation = natural.float(), variation.float()
+        # Autocast may hand back half-precision features; h and g train in their own dtype (fp32).
+        dtype = next(self.h.parameters()).dtype
+        natural, variation = natural.to(dtype), variation.to(dtype)
         loss_g = self.max_step(natural, variation, labels)
         loss_h = self.min_step(natural, variation, labels)
         return {"loss_g": loss_g, "loss_h": loss_h}
@@ -118,7 +130,9 @@ def amr_accuracies(backbone: nn.Module, h: nn.Module, g: nn.Module, dataset: Ima
         dataset = dataset.subset(torch.arange(min(limit, len(dataset))))
     hits = dict.fromkeys(PREDICTIONS, 0)
     recon = 0.0
-    for images, labels in make_loader(dataset, batch_size, shuffle=False):
+    # Under torchrun each rank measures its share of the images and the counts are summed.
+    mine = dataset.subset(distributed.shard_indices(len(dataset))) if distributed.world().size > 1 else dataset
+    for images, labels in make_loader(mine, batch_size, shuffle=False):
         images, labels = images.to(device), labels.to(device)
         view = causal_view(backbone, h, g, images, attack(images, labels))
         for name in PREDICTIONS:
@@ -126,6 +140,7 @@ def amr_accuracies(backbone: nn.Module, h: nn.Module, g: nn.Module, dataset: Ima
         recon += float((view.causal_shift - view.feature_variation).pow(2).mean()) * len(labels)
     h.train(h_mode)
     g.train(g_mode)
+    totals = distributed.reduce_sums({**hits, "recon_hz": recon})
     n = max(len(dataset), 1)
     # recon_hz = mean((h(Z) - Z)^2): logged, not optimised (method.md section 3).
-    return {**{f"{name}_acc": hits[name] / n for name in PREDICTIONS}, "recon_hz": recon / n}
+    return {**{f"{name}_acc": totals[name] / n for name in PREDICTIONS}, "recon_hz": totals["recon_hz"] / n}

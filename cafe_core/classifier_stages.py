@@ -3,6 +3,9 @@
 ``adv`` is PGD-AT (Madry et al.) or, for the CPU lite recipe, fast FGSM-RS AT (Wong et al.
 2020); both minimise CE(net(x_adv), y). Validation: clean accuracy on the whole validation
 split and, for ``adv``, robust accuracy under a validation attack on its first images.
+
+Under torchrun only the training forward goes through DistributedDataParallel (``trainer``);
+the attack runs on the model itself, in eval mode, as on one device.
 """
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ from torch import nn
 from .attacks import build_attack
 from .data import ImageTensors
 from .evaluate import validation_metrics
-from .train import Precision, one_cycle
+from .train import Precision, Runtime, one_cycle, trainable
 
 
 class ClassifierStage:
@@ -25,9 +28,11 @@ class ClassifierStage:
     """
 
     def __init__(self, name: str, model: nn.Module, cfg: dict[str, Any], steps_per_epoch: int,
-                 device: torch.device, precision: Precision) -> None:
+                 device: torch.device, precision: Precision, runtime: Runtime | None = None) -> None:
+        runtime = runtime or Runtime()
         self.name = name
-        self.model = model.to(device)
+        self.model = runtime.place(model, device)
+        self.net, self.trainer = trainable(self.model, device, runtime, sync_bn=runtime.sync_bn)
         self.cfg = cfg
         self.device = device
         self.precision = precision
@@ -39,16 +44,16 @@ class ClassifierStage:
         self.schedulers = {"model": torch.optim.lr_scheduler.LambdaLR(opt, factor)}
         self.attack = None
         if cfg.get("attack", "none") != "none":
-            self.attack = build_attack(cfg["attack"], self.model, cfg["eps"], cfg.get("steps"),
+            self.attack = build_attack(cfg["attack"], self.net, cfg["eps"], cfg.get("steps"),
                                        num_classes=model.num_classes)
         self.selection_metric = "robust_acc" if self.attack is not None else "clean_acc"
         self.loss = nn.CrossEntropyLoss()
 
     def train_batch(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
-        self.model.train()
+        self.trainer.train()
         with self.precision.autocast():
             inputs = self.attack(images, labels) if self.attack is not None else images
-            logits = self.model(inputs)
+            logits = self.trainer(inputs)
             loss = self.loss(logits.float(), labels)
         self.precision.step(loss, self.optimizers["model"])
         self.schedulers["model"].step()

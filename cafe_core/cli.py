@@ -39,6 +39,16 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", default=None, help="output .safetensors (default: <checkpoint_dir>/<stage>.safetensors)")
     train.add_argument("--limit", type=int, default=None, help="train on the first N training images only")
     train.add_argument("--data-root", default=None, help="dataset folder (default: Debian's / cache)")
+    speed = train.add_argument_group("GPU speed (no effect on CPU; none changes the method)")
+    speed.add_argument("--no-amp", action="store_true", help="fp32 on CUDA too (default: bf16/fp16 autocast)")
+    speed.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
+                       help="NHWC memory layout on CUDA (default: on)")
+    speed.add_argument("--compile", action="store_true", help="torch.compile the trained backbone (default: off)")
+    speed.add_argument("--workers", type=int, default=0,
+                       help="DataLoader workers, with pinned memory and persistent workers (default: 0)")
+    speed.add_argument("--sync-bn", action="store_true",
+                       help="under torchrun: BatchNorm of the trained backbone over all ranks' images "
+                            "(h and g always); then N GPUs compute what one GPU with the whole batch does")
     _add_common(train)
 
     ev = sub.add_parser("evaluate", help="accuracy of a checkpoint (or, with --grid, of every defense) under attacks")
@@ -55,7 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--attacks", default="clean,fgsm,pgd", help="comma list: clean,fgsm,pgd,cw,apgd_ce,apgd_dlr,autoattack")
     ev.add_argument("--eps", type=float, default=None, help="L-inf radius on [0,1] (default: the card's)")
     ev.add_argument("--steps", action="append", default=[], metavar="ATTACK=N", help="e.g. pgd=20")
-    ev.add_argument("--n", type=int, default=None, help="first N test images (default: all)")
+    ev.add_argument("--n", "--n-images", dest="n", type=int, default=None,
+                    help="first N test images (default: all); under torchrun write --n-images "
+                         "(torchrun reads --n as an abbreviation of its own options)")
     ev.add_argument("--limit", action="append", default=[], metavar="ATTACK=N",
                     help="first N images for one attack, e.g. autoattack=1000")
     ev.add_argument("--seed", type=int, default=0)
@@ -128,36 +140,65 @@ def _setup(args: argparse.Namespace) -> torch.device:
     return pick_device(args.device)
 
 
+def _setup_ranks(args: argparse.Namespace) -> torch.device:
+    """``_setup`` for commands that run under torchrun: joins its process group when there is one
+    and returns this rank's device (``cuda:LOCAL_RANK``); without torchrun the same as ``_setup``."""
+    from . import distributed
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return distributed.init(args.device)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
+    from . import distributed
     from .config import load_config
     from .stages import run_stage
+    from .train import Runtime
 
-    device = _setup(args)
-    config = load_config(args.config, args.overrides)
-    started = time.perf_counter()
     if args.cafe and args.control_h0:
         raise SystemExit("choose --cafe or --control-h0, not both")
-    cafe = "cafe" if args.cafe else ("control-h0" if args.control_h0 else None)
-    result = run_stage(config, args.stage, parent=args.parent, out=args.out, limit=args.limit,
-                       data_root=args.data_root, device=device, progress=not args.quiet,
-                       command=_command_line(), defense=args.defense,
-                       cafe=cafe, amr=args.amr, std_model=args.std_model)
-    print(f"wrote {result.card['weights']} (epoch {result.card['epoch_selected']} selected; "
-          f"{time.perf_counter() - started:.0f} s this run)")
-    print(json.dumps(result.card["metrics"], indent=2))
+    config = load_config(args.config, args.overrides)
+    device = _setup_ranks(args)
+    try:
+        started = time.perf_counter()
+        cafe = "cafe" if args.cafe else ("control-h0" if args.control_h0 else None)
+        runtime = Runtime(amp=not args.no_amp, channels_last=args.channels_last, compile=args.compile,
+                          workers=args.workers, sync_bn=args.sync_bn)
+        result = run_stage(config, args.stage, parent=args.parent, out=args.out, limit=args.limit,
+                           data_root=args.data_root, device=device, progress=not args.quiet,
+                           command=_command_line(), defense=args.defense,
+                           cafe=cafe, amr=args.amr, std_model=args.std_model, runtime=runtime)
+        if distributed.is_main():
+            print(f"wrote {result.card['weights']} (epoch {result.card['epoch_selected']} selected; "
+                  f"{time.perf_counter() - started:.0f} s this run)")
+            print(json.dumps(result.card["metrics"], indent=2))
+    finally:
+        distributed.teardown()
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.grid:
         return cmd_evaluate_grid(args)
+    from . import distributed
+
+    device = _setup_ranks(args)
+    try:
+        return _evaluate_checkpoint(args, device)
+    finally:
+        distributed.teardown()
+
+
+def _evaluate_checkpoint(args: argparse.Namespace, device: torch.device) -> int:
+    """``evaluate --checkpoint``; under torchrun the batches are shared out and rank 0 writes."""
+    from . import distributed
     from .checkpoints import hardware, library_versions, load_backbone
     from .data import load_split
     from .evaluate import evaluate_attacks
     from .reporting import eval_markdown
     from .serialization import atomic_write_text
 
-    device = _setup(args)
     model, card = load_backbone(args.checkpoint, device=device)
     eps = card["eps"] if args.eps is None else args.eps
     attacks = [a.strip() for a in args.attacks.split(",") if a.strip()]
@@ -166,8 +207,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     out = Path(args.out or f"benchmarks/results/eval_{card.get('config_name', 'model')}_{card['stage']}.json")
     state = out.with_suffix(".state.json")
     started = time.perf_counter()
+    main = distributed.is_main()
     result = evaluate_attacks(model, dataset, attacks, eps, args.seed, args.batch_size, device,
-                              _pairs(args.limit), state, _pairs(args.steps), progress=not args.quiet)
+                              _pairs(args.limit), state, _pairs(args.steps), progress=main and not args.quiet)
+    if not main:
+        return 0
     report = {"checkpoint": str(args.checkpoint), "sha256": card["sha256"], "stage": card["stage"],
               "dataset": card["dataset"], "backbone": card["backbone"], "split": args.split, "eps": eps,
               "seed": args.seed, "accuracy": result["accuracy"], "n_images": result["n_images"],
@@ -390,7 +434,12 @@ def cmd_export_examples(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from .distributed import env_world
+
     args = build_parser().parse_args(argv)
+    if env_world().size > 1 and not (args.command == "train" or (args.command == "evaluate" and not args.grid)):
+        raise SystemExit(f"'{args.command}' runs as one process; under torchrun only 'train' and "
+                         "'evaluate --checkpoint' are supported")
     handlers = {"train": cmd_train, "evaluate": cmd_evaluate, "export-examples": cmd_export_examples,
                 "analyze": cmd_analyze, "report": cmd_report, "pipeline": cmd_pipeline}
     return handlers[args.command](args)

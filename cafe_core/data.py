@@ -54,7 +54,8 @@ INFO: dict[str, DatasetInfo] = {
 
 
 class ImageTensors(Dataset):
-    """Images (N, C, H, W) uint8 and labels (N,) int64; items are float images in [0,1].
+    """Images (N, C, H, W) uint8 and labels (N,) int64; items are float images in [0,1]
+    (``torch.get_default_dtype()``, i.e. float32).
 
     Indexing with a list or tensor of indices returns a whole batch at once, which is what
     ``make_loader`` uses (much faster than collating single items).
@@ -73,7 +74,8 @@ class ImageTensors(Dataset):
         return len(self.labels)
 
     def __getitem__(self, index):
-        return self.images[index].float().div_(255), self.labels[index]
+        # float32 unless a caller chose another default dtype (the float64 checks in the tests).
+        return self.images[index].to(torch.get_default_dtype()).div_(255), self.labels[index]
 
     def subset(self, indices: torch.Tensor) -> "ImageTensors":
         return ImageTensors(self.images[indices], self.labels[indices], self.class_names)
@@ -252,13 +254,18 @@ def load_split(name: str, split: str, root: str | Path | None = None, n_val: int
 
 
 def make_loader(dataset: ImageTensors, batch_size: int, shuffle: bool, seed: int = 0,
-                drop_last: bool = False, sampler=None) -> DataLoader:
+                drop_last: bool = False, sampler=None, workers: int = 0, pin_memory: bool = False) -> DataLoader:
     """Batches of (images float [0,1], labels); shuffling is seeded (pass ``seed + epoch``).
 
-    A custom ``sampler`` (e.g. ``DistributedSampler``) replaces the default one.
+    A custom ``sampler`` (e.g. ``DistributedSampler``) replaces the default one. With
+    ``workers`` > 0 batches are made in that many persistent worker processes, in pinned memory
+    when ``pin_memory`` (for fast copies to a GPU); with none, in this process as before.
     """
     if sampler is None:
         sampler = (RandomSampler(dataset, generator=torch.Generator().manual_seed(seed)) if shuffle
                    else SequentialSampler(dataset))
     batches = BatchSampler(sampler, batch_size=batch_size, drop_last=drop_last)
-    return DataLoader(dataset, sampler=batches, batch_size=None)
+    if workers <= 0:
+        return DataLoader(dataset, sampler=batches, batch_size=None)
+    return DataLoader(dataset, sampler=batches, batch_size=None, num_workers=workers, pin_memory=pin_memory,
+                      persistent_workers=True)

@@ -11,6 +11,10 @@ triangular cycle 0 -> lr -> 0 stepped per batch, PGD-10 at eps. Per batch:
 
 Validation matches ``ClassifierStage``: clean accuracy on the validation split and PGD robust
 accuracy on its first ``val_adv_images`` images; checkpoints are selected on robust accuracy.
+
+Under torchrun only the loss's forward passes go through DistributedDataParallel; x_adv, x_inv
+and AWP's weight perturbation are made with the net itself (its parameters are the ones DDP
+trains, so the perturbation is seen by the wrapped forward). Helpers stay unwrapped.
 """
 from __future__ import annotations
 
@@ -22,7 +26,7 @@ from torch import nn
 from .data import ImageTensors
 from .defenses import build_cafe, build_defense
 from .evaluate import validation_metrics
-from .train import Precision, one_cycle
+from .train import Precision, Runtime, one_cycle, trainable
 
 
 class DefenseStage:
@@ -44,17 +48,20 @@ class DefenseStage:
 
     def __init__(self, model: nn.Module, cfg: dict[str, Any], steps_per_epoch: int, device: torch.device,
                  precision: Precision, *, causal_estimator: nn.Module | None = None,
-                 std_model: nn.Module | None = None) -> None:
-        self.model = model.to(device)
+                 std_model: nn.Module | None = None, runtime: Runtime | None = None) -> None:
+        runtime = runtime or Runtime()
+        self.model = runtime.place(model, device)
+        self.net, self.trainer = trainable(self.model, device, runtime, sync_bn=runtime.sync_bn)
         self.cfg = cfg
         self.device = device
         self.precision = precision
         # Helpers live on the device but outside ``modules``: they are inputs (with their own
         # checkpoints), never trained or saved here.
         self.defense = build_defense(cfg["defense"], cfg["eps"], cfg.get("steps", 10),
-                                     std_model=std_model.to(device) if std_model is not None else None)
-        self.cafe = build_cafe(cfg.get("cafe"), causal_estimator.to(device) if causal_estimator is not None
-                               else None, cfg.get("eps_inv", 0.0), cfg.get("inversion_steps", 10))
+                                     std_model=runtime.place(std_model, device) if std_model is not None else None)
+        self.cafe = build_cafe(cfg.get("cafe"), runtime.place(causal_estimator, device)
+                               if causal_estimator is not None else None,
+                               cfg.get("eps_inv", 0.0), cfg.get("inversion_steps", 10))
         self.label = self.defense.name + (f"-{self.cafe.mode}" if self.cafe is not None else "")
         self.modules = {"model": self.model}
         opt = torch.optim.SGD(self.model.parameters(), lr=cfg.get("lr", 1e-3), momentum=cfg.get("momentum", 0.9),
@@ -64,20 +71,21 @@ class DefenseStage:
         self.schedulers = {"model": torch.optim.lr_scheduler.LambdaLR(opt, factor)}
 
     def train_batch(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
-        net, optimizer = self.model, self.optimizers["model"]
-        net.train()
+        net, trainer, optimizer = self.net, self.trainer, self.optimizers["model"]
+        trainer.train()
         with self.precision.autocast():
             adversarial = self.defense.adversarial(net, images, labels)
             inverted = self.cafe.invert(net, images, adversarial) if self.cafe is not None else None
             # Computed eagerly here, at the unperturbed weights; applied by the ``with`` below.
-            perturbation = self.defense.weight_perturbation(net, images, labels, adversarial)
-        net.train()
+            # The plain module: its parameter names and state dict, not a wrapper's.
+            perturbation = self.defense.weight_perturbation(self.model, images, labels, adversarial)
+        trainer.train()
         with perturbation:
             with self.precision.autocast():
-                loss, logs = self.defense.loss(net, images, labels, adversarial)
+                loss, logs = self.defense.loss(trainer, images, labels, adversarial)
                 logs["defense_loss"] = loss.item()
                 if self.cafe is not None:
-                    cafe_loss, cafe_logs = self.cafe.loss(net, adversarial, inverted)
+                    cafe_loss, cafe_logs = self.cafe.loss(trainer, adversarial, inverted)
                     loss = loss + self.cfg.get("cafe_weight", 1.0) * cafe_loss
                     logs.update(cafe_logs)
             self.precision.step(loss, optimizer)

@@ -1,4 +1,10 @@
-"""Accuracy under attack, as plain numbers, with resumable per-batch state for long runs."""
+"""Accuracy under attack, as plain numbers, with resumable per-batch state for long runs.
+
+Under torchrun, validation splits its images across ranks and sums the counts (robust accuracy
+then differs from one process's only through the attack's random starts), and
+``evaluate_attacks`` deals whole batches round-robin to the ranks, each with its own seed, so its
+numbers are exactly those of a single process.
+"""
 from __future__ import annotations
 
 import json
@@ -10,6 +16,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from . import distributed
 from .attacks import build_attack
 from .data import ImageTensors, make_loader
 from .serialization import atomic_write_text
@@ -33,33 +40,55 @@ def correct_under_attack(model: nn.Module, images: torch.Tensor, labels: torch.T
     return predict(model, adv) == labels
 
 
-def accuracy(model: nn.Module, dataset: ImageTensors, attack: Callable | None = None,
-             batch_size: int = 256, device: str | torch.device = "cpu", limit: int | None = None,
-             progress: bool = False) -> float:
-    """Accuracy in [0,1] on the first ``limit`` images of ``dataset`` under ``attack``."""
-    if limit is not None:
-        dataset = dataset.subset(torch.arange(min(limit, len(dataset))))
+def count_correct(model: nn.Module, dataset: ImageTensors, attack: Callable | None = None,
+                  batch_size: int = 256, device: str | torch.device = "cpu", progress: bool = False
+                  ) -> tuple[int, int]:
+    """(images still classified correctly under ``attack``, images seen) over all of ``dataset``."""
     hits, seen = 0, 0
     for images, labels in tqdm(make_loader(dataset, batch_size, shuffle=False), disable=not progress,
                                leave=False, desc="eval"):
         images, labels = images.to(device), labels.to(device)
         hits += int(correct_under_attack(model, images, labels, attack).sum())
         seen += len(labels)
+    return hits, seen
+
+
+def accuracy(model: nn.Module, dataset: ImageTensors, attack: Callable | None = None,
+             batch_size: int = 256, device: str | torch.device = "cpu", limit: int | None = None,
+             progress: bool = False) -> float:
+    """Accuracy in [0,1] on the first ``limit`` images of ``dataset`` under ``attack``."""
+    if limit is not None:
+        dataset = dataset.subset(torch.arange(min(limit, len(dataset))))
+    hits, seen = count_correct(model, dataset, attack, batch_size, device, progress)
     return hits / max(seen, 1)
+
+
+def sharded_accuracy(model: nn.Module, dataset: ImageTensors, attack: Callable | None = None,
+                     device: str | torch.device = "cpu", limit: int | None = None) -> float:
+    """``accuracy`` with the images split across the ranks and the counts summed; every rank
+    must call it. One process: exactly ``accuracy``."""
+    if limit is not None:
+        dataset = dataset.subset(torch.arange(min(limit, len(dataset))))
+    if distributed.world().size > 1:
+        dataset = dataset.subset(distributed.shard_indices(len(dataset)))
+    hits, seen = count_correct(model, dataset, attack, device=device)
+    totals = distributed.reduce_sums({"hits": hits, "seen": seen})
+    return totals["hits"] / max(totals["seen"], 1)
 
 
 def validation_metrics(model: nn.Module, dataset: ImageTensors, cfg: dict[str, Any], device: torch.device,
                        robust: bool = True) -> dict[str, float]:
     """Per-epoch validation of a classifier stage: clean accuracy on ``dataset`` and, if
     ``robust``, accuracy under ``cfg['val_attack']`` (PGD-``val_steps`` at ``eps``, seeded) on its
-    first ``val_adv_images`` images."""
+    first ``val_adv_images`` images. Under torchrun every rank validates its share of the images."""
     model.eval()
-    metrics = {"clean_acc": accuracy(model, dataset, device=device)}
+    metrics = {"clean_acc": sharded_accuracy(model, dataset, device=device)}
     if robust:
         attack = build_attack(cfg.get("val_attack", "pgd"), model, cfg["eps"], cfg.get("val_steps", 10),
                               num_classes=getattr(model, "num_classes", 10))
         torch.manual_seed(cfg.get("seed", 0))
-        metrics["robust_acc"] = accuracy(model, dataset, attack, device=device, limit=cfg.get("val_adv_images", 1000))
+        metrics["robust_acc"] = sharded_accuracy(model, dataset, attack, device=device,
+                                                 limit=cfg.get("val_adv_images", 1000))
     return metrics
 
 
@@ -94,6 +123,9 @@ def evaluate_attacks(model: nn.Module, dataset: ImageTensors, attacks: Sequence[
         key = json.dumps([name, eps, seed, n_steps, batch_size])
         done: dict[str, Any] = state.setdefault(key, {"batches": {}, "seconds": 0.0})
         attack = None if name == "clean" else build_attack(name, model, eps, n_steps, seed, model.num_classes)
+        if distributed.world().size > 1 and not read_only:
+            _deal_batches(model, subset, attack, done, batch_size, seed, device, progress, name,
+                          save=lambda: _save_state(state_path, state))
         correct: list[int] = []
         loader = make_loader(subset, batch_size, shuffle=False)
         for index, (images, labels) in enumerate(tqdm(loader, disable=not progress, desc=name, leave=False)):
@@ -108,7 +140,7 @@ def evaluate_attacks(model: nn.Module, dataset: ImageTensors, attacks: Sequence[
                 mask = correct_under_attack(model, images.to(device), labels.to(device), attack)
                 done["batches"][str(index)] = mask.int().tolist()
                 done["seconds"] += time.perf_counter() - start
-                if state_path is not None:
+                if state_path is not None and distributed.is_main():
                     atomic_write_text(state_path, json.dumps(state))
             correct += done["batches"][str(index)]
             if on_batch is not None:
@@ -120,3 +152,40 @@ def evaluate_attacks(model: nn.Module, dataset: ImageTensors, attacks: Sequence[
         out["correct"][name] = correct
         out["seconds"][name] = round(done["seconds"], 2)
     return out
+
+
+def _save_state(state_path: str | Path | None, state: dict[str, Any]) -> None:
+    if state_path is not None:
+        atomic_write_text(state_path, json.dumps(state))
+
+
+def _deal_batches(model: nn.Module, subset: ImageTensors, attack: Callable | None, done: dict[str, Any],
+                  batch_size: int, seed: int, device: str | torch.device, progress: bool, desc: str,
+                  save: Callable[[], Any]) -> None:
+    """Under torchrun: every batch missing from ``done`` computed by one rank, round-robin.
+
+    Each batch is seeded exactly as in ``evaluate_attacks`` (``seed * 100_003 + index``), so the
+    masks are the single-process ones; after every round all ranks share the results and rank 0
+    records them with ``save``.
+    """
+    rank = distributed.world()
+    n = len(subset)
+    lengths = {i: min(batch_size, n - i * batch_size) for i in range(-(-n // batch_size))}
+    missing = [i for i, length in lengths.items() if len(done["batches"].get(str(i), ())) != length]
+    rounds = range(0, len(missing), rank.size)
+    for first in tqdm(rounds, disable=not (progress and rank.is_main), desc=f"{desc} x{rank.size}", leave=False):
+        share = missing[first:first + rank.size]
+        result = None
+        if rank.rank < len(share):
+            index = share[rank.rank]
+            start = time.perf_counter()
+            torch.manual_seed(seed * 100_003 + index)
+            images, labels = subset[torch.arange(index * batch_size, index * batch_size + lengths[index])]
+            mask = correct_under_attack(model, images.to(device), labels.to(device), attack)
+            result = (index, mask.int().tolist(), time.perf_counter() - start)
+        for item in distributed.gather_objects(result):
+            if item is not None:
+                done["batches"][str(item[0])] = item[1]
+                done["seconds"] += item[2]
+        if rank.is_main:
+            save()

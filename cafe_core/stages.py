@@ -7,11 +7,12 @@ from typing import Any, Callable
 
 import torch
 
+from . import distributed
 from .checkpoints import CheckpointError, load_backbone, sha256_file
 from .config import stage_config
 from .data import get_info, load_split
 from .models import create_model
-from .train import FitResult, Precision, fit, pick_device, seed_everything
+from .train import FitResult, Precision, Runtime, fit, pick_device, seed_everything
 
 STAGES = ("standard", "adv", "amr", "defense")
 PARENT_STAGE = {"amr": "adv", "defense": "adv"}
@@ -39,8 +40,11 @@ def run_stage(config: dict[str, Any], stage: str, *, parent: str | Path | None =
               on_epoch: Callable[[dict], None] | None = None,
               should_stop: Callable[[], bool] | None = None, defense: str | None = None,
               cafe: str | None = None, amr: str | Path | None = None,
-              std_model: str | Path | None = None) -> FitResult:
+              std_model: str | Path | None = None, runtime: Runtime | None = None) -> FitResult:
     """Train ``stage`` of ``config`` and write its checkpoint + card.
+
+    Under torchrun (process group initialised by ``distributed.init``) every rank calls this;
+    the config's batch size is the global batch and rank 0 writes the files.
 
     Args:
         parent: checkpoint the stage starts from (``amr``: the ADV backbone; default
@@ -49,6 +53,7 @@ def run_stage(config: dict[str, Any], stage: str, *, parent: str | Path | None =
         defense, cafe: for ``defense``: a ``DEFENSES`` name and None / "cafe" / "control-h0".
         amr: AMR-GMM checkpoint whose h CAFE uses (default ``<checkpoint_dir>/amr.safetensors``).
         std_model: standard model for HELP (default ``<checkpoint_dir>/standard.safetensors``).
+        runtime: AMP, channels_last, torch.compile, loader workers, backbone SyncBatchNorm.
     """
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}; known: {', '.join(STAGES)}")
@@ -67,11 +72,16 @@ def run_stage(config: dict[str, Any], stage: str, *, parent: str | Path | None =
     train_set = load_split(info.name, "train", data_root, cfg["n_val"], cfg["seed"], limit=limit)
     val_set = load_split(info.name, "val", data_root, cfg["n_val"], cfg["seed"])
     seed_everything(cfg["seed"])
-    precision = Precision(device)
+    runtime = runtime or Runtime()
+    precision = Precision(device, enabled=runtime.amp)
     card: dict[str, Any] = {"dataset": info.name, "backbone": cfg["backbone"], "stage": stage,
                             "parent": None, "config_name": config.get("name"), "config": cfg,
                             "eps": cfg["eps"], "n_train_images": len(train_set),
                             "n_val_images": len(val_set), "command": command}
+    ranks = distributed.world()
+    if ranks.size > 1:
+        card["distributed"] = {"world_size": ranks.size, "batch_per_rank": cfg["batch_size"] // ranks.size,
+                               "backbone_sync_bn": runtime.sync_bn}
     if stage in PARENT_STAGE:
         parent_path = Path(parent) if parent else default_output(cfg, PARENT_STAGE[stage])
         backbone, parent_card = load_backbone(parent_path, backbone=cfg["backbone"], device=device)
@@ -82,22 +92,24 @@ def run_stage(config: dict[str, Any], stage: str, *, parent: str | Path | None =
         if stage == "amr":
             from .amr_gmm import AMRStage
 
-            runner = AMRStage(backbone, cfg, device, precision)
+            runner = AMRStage(backbone, cfg, device, precision, runtime)
         else:
-            runner = _defense_stage(cfg, backbone, card, train_set, device, precision, amr, std_model)
+            runner = _defense_stage(cfg, backbone, card, train_set, device, precision, amr, std_model, runtime)
     else:
         from .classifier_stages import ClassifierStage
 
         model = create_model(cfg["backbone"], info.channels, info.num_classes, info.mean, info.std)
-        runner = ClassifierStage(stage, model, cfg, len(train_set) // cfg["batch_size"], device, precision)
+        runner = ClassifierStage(stage, model, cfg, len(train_set) // cfg["batch_size"], device, precision, runtime)
     default = default_output(cfg, defense_label(defense, cafe) if stage == "defense" else stage)
     return fit(runner, train_set, val_set, epochs=cfg["epochs"], batch_size=cfg["batch_size"],
                seed=cfg["seed"], out=Path(out) if out else default, card=card,
-               device=device, progress=progress, on_epoch=on_epoch, should_stop=should_stop)
+               device=device, progress=progress, on_epoch=on_epoch, should_stop=should_stop,
+               channels_last=runtime.channels_last, workers=runtime.workers)
 
 
 def _defense_stage(cfg: dict[str, Any], backbone: torch.nn.Module, card: dict[str, Any], train_set, device,
-                   precision: Precision, amr: str | Path | None, std_model: str | Path | None):
+                   precision: Precision, amr: str | Path | None, std_model: str | Path | None,
+                   runtime: Runtime):
     """The defense stage with its frozen helpers (h for CAFE, the standard model for HELP)."""
     from .analysis import default_eps_inv, load_amr
     from .defense_stage import DefenseStage
@@ -121,4 +133,4 @@ def _defense_stage(cfg: dict[str, Any], backbone: torch.nn.Module, card: dict[st
     for p in backbone.parameters():
         p.requires_grad_(True)
     return DefenseStage(backbone, cfg, len(train_set) // cfg["batch_size"], device, precision,
-                        causal_estimator=causal_estimator, std_model=helper)
+                        causal_estimator=causal_estimator, std_model=helper, runtime=runtime)

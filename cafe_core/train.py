@@ -9,6 +9,11 @@ schedulers and per-batch update; the trainer owns everything around it:
 * a resume file (``<name>.resume.safetensors``) written atomically after each epoch, holding
   the modules, optimizers, schedulers, best weights and history (no pickle);
 * the final checkpoint (weights + card) written once, atomically, when the run completes.
+
+Under torchrun (``distributed.py``) each rank trains on its share of every batch: ``batch_size``
+stays the *global* batch (each rank takes ``batch_size / world_size`` images), a
+DistributedSampler draws the same per-epoch permutation as a single process, losses and
+validation counts are summed over ranks, and only rank 0 writes the resume file and checkpoint.
 """
 from __future__ import annotations
 
@@ -21,8 +26,10 @@ from typing import Any, Callable, Protocol
 
 import torch
 from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
+from . import distributed
 from .checkpoints import hardware, save_checkpoint
 from .config import digest
 from .data import ImageTensors, make_loader
@@ -73,6 +80,50 @@ class Precision:
         self.scaler.update()
 
 
+@dataclass(frozen=True)
+class Runtime:
+    """How a stage uses its hardware; none of it changes the method's maths.
+
+    Attributes:
+        amp: mixed precision on CUDA (``Precision``); CPU always runs fp32.
+        channels_last: NHWC memory layout for networks and input batches (CUDA only).
+        compile: ``torch.compile`` the trained backbone (its training forward and attacks).
+        workers: DataLoader worker processes; with workers, pinned memory and persistent workers.
+        sync_bn: BatchNorm of the trained backbone over all ranks' images (h and g always are).
+    """
+
+    amp: bool = True
+    channels_last: bool = False
+    compile: bool = False
+    workers: int = 0
+    sync_bn: bool = False
+
+    def place(self, module: nn.Module, device: torch.device) -> nn.Module:
+        """``module`` on ``device`` (NHWC on CUDA when ``channels_last``)."""
+        module = module.to(device)
+        if self.channels_last and device.type == "cuda":
+            module = module.to(memory_format=torch.channels_last)
+        return module
+
+    def compiled(self, module: nn.Module) -> nn.Module:
+        """``torch.compile(module)`` when ``compile`` is set, else ``module``."""
+        return torch.compile(module) if self.compile else module
+
+
+def trainable(module: nn.Module, device: torch.device, runtime: Runtime, sync_bn: bool
+              ) -> tuple[nn.Module, nn.Module]:
+    """(net for attacks and inversion, net for the training forward) around a trained module.
+
+    The first is the module itself (compiled with ``runtime.compile``); the second wraps it in
+    DistributedDataParallel under torchrun. ``sync_bn`` converts its BatchNorm layers in place
+    (parameters kept, so build optimizers before or after, either works).
+    """
+    if sync_bn:
+        distributed.sync_batchnorm(module)
+    net = runtime.compiled(module)
+    return net, distributed.wrap(net, device)
+
+
 def one_cycle(total_steps: int, warmup: float) -> Callable[[int], float]:
     """Triangular schedule factor: 0 -> 1 over ``warmup`` of the steps, then 1 -> 0 (per batch)."""
     up = max(1, round(total_steps * warmup))
@@ -99,6 +150,9 @@ class FitResult:
     resumed_from_epoch: int
 
 
+SEEN = "__seen__"  # images counted this epoch, reduced with the loss sums
+
+
 def resume_path(weights: Path) -> Path:
     return weights.with_suffix(".resume.safetensors")
 
@@ -107,19 +161,47 @@ def _snapshot(modules: dict[str, nn.Module]) -> dict[str, dict[str, torch.Tensor
     return {name: {k: v.detach().clone() for k, v in m.state_dict().items()} for name, m in modules.items()}
 
 
+def training_loader(train_set: ImageTensors, batch_size: int, seed: int, device: torch.device,
+                    workers: int = 0) -> tuple[DataLoader, DistributedSampler]:
+    """This rank's shuffled batches and their sampler (call ``sampler.set_epoch`` every epoch).
+
+    Epoch ``e`` is the permutation of ``torch.Generator().manual_seed(seed * 1000 + e)``, the
+    same as a single process's RandomSampler; rank r takes every world_size-th image from r, so
+    the ranks' step-k batches together are the single process's step-k batch.
+    """
+    rank = distributed.world()
+    if batch_size % rank.size:
+        raise ValueError(f"batch size {batch_size} is not divisible by the {rank.size} ranks")
+    sampler = DistributedSampler(train_set, num_replicas=rank.size, rank=rank.rank, shuffle=True,
+                                 seed=seed * 1000, drop_last=True)
+    loader = make_loader(train_set, batch_size // rank.size, shuffle=True, drop_last=True, sampler=sampler,
+                         workers=workers, pin_memory=device.type == "cuda")
+    return loader, sampler
+
+
 def fit(stage: Stage, train_set: ImageTensors, val_set: ImageTensors, *, epochs: int, batch_size: int,
         seed: int, out: str | Path, card: dict[str, Any], device: torch.device,
         storage_dtype: torch.dtype | None = None, progress: bool = True,
         on_epoch: Callable[[dict[str, float]], None] | None = None,
-        should_stop: Callable[[], bool] | None = None) -> FitResult:
+        should_stop: Callable[[], bool] | None = None, channels_last: bool = False,
+        workers: int = 0) -> FitResult:
     """Train ``stage`` for ``epochs`` and write the best-on-validation checkpoint to ``out``.
 
     Args:
+        batch_size: the global batch; under torchrun each rank takes ``batch_size / world_size``.
         card: descriptive fields for the checkpoint card; must contain ``config``.
-        on_epoch: called with each epoch's log (the app plots it live).
+        on_epoch: called with each epoch's log (the app plots it live; rank 0 only).
         should_stop: polled between batches; returning True stops early without writing the
-            final checkpoint (the resume file keeps the last finished epoch).
+            final checkpoint (the resume file keeps the last finished epoch). Single process only.
+        channels_last: hand batches to the stage in NHWC layout (CUDA only).
+        workers: DataLoader worker processes.
     """
+    rank = distributed.world()
+    if should_stop is not None and rank.size > 1:
+        raise ValueError("should_stop is for single-process runs (a stop on one rank would hang the others)")
+    progress = progress and rank.is_main
+    say = tqdm.write if rank.is_main else (lambda _text: None)
+    nhwc = channels_last and device.type == "cuda"
     out = Path(out)
     resume = resume_path(out)
     config_id = digest(card["config"])
@@ -135,13 +217,15 @@ def fit(stage: Stage, train_set: ImageTensors, val_set: ImageTensors, *, epochs:
                 sched.load_state_dict(state["schedulers"][name])
             start_epoch, history = state["epoch"], list(state["history"])
             best, best_state, elapsed = state["best"], state["best_modules"], state["elapsed"]
-            tqdm.write(f"[{stage.name}] resuming after epoch {start_epoch} from {resume.name}")
+            say(f"[{stage.name}] resuming after epoch {start_epoch} from {resume.name}")
         else:
-            tqdm.write(f"[{stage.name}] {resume.name} belongs to another config; starting afresh")
+            say(f"[{stage.name}] {resume.name} belongs to another config; starting afresh")
+    loader, sampler = training_loader(train_set, batch_size, seed, device, workers)
     for epoch in range(start_epoch, epochs):
         began = time.perf_counter()
-        seed_everything(seed * 1000 + epoch)
-        loader = make_loader(train_set, batch_size, shuffle=True, seed=seed * 1000 + epoch, drop_last=True)
+        # Rank 0 keeps the single-process seed; other ranks get their own stream (random starts).
+        seed_everything(seed * 1000 + epoch + (rank.rank << 32))
+        sampler.set_epoch(epoch)
         sums: dict[str, float] = {}
         seen = 0
         bar = tqdm(loader, desc=f"{stage.name} {epoch + 1}/{epochs}", disable=not progress, leave=False)
@@ -149,11 +233,18 @@ def fit(stage: Stage, train_set: ImageTensors, val_set: ImageTensors, *, epochs:
             if should_stop is not None and should_stop():
                 bar.close()
                 return FitResult(card={}, history=history, resumed_from_epoch=start_epoch)
-            logs = stage.train_batch(images.to(device, non_blocking=True), labels.to(device, non_blocking=True))
+            images = images.to(device, non_blocking=True)
+            if nhwc:
+                images = images.contiguous(memory_format=torch.channels_last)
+            logs = stage.train_batch(images, labels.to(device, non_blocking=True))
             for key, value in logs.items():
                 sums[key] = sums.get(key, 0.0) + value * len(labels)
             seen += len(labels)
             bar.set_postfix({k: f"{v / seen:.3f}" for k, v in sums.items()})
+        totals = distributed.reduce_sums({**sums, SEEN: seen})
+        seen = int(totals.pop(SEEN))
+        sums = totals
+        distributed.broadcast_buffers(stage.modules.values())  # rank 0's BatchNorm statistics everywhere
         metrics = stage.validate(val_set)
         entry = {"epoch": epoch + 1, **{f"train_{k}": v / max(seen, 1) for k, v in sums.items()},
                  **{f"val_{k}": v for k, v in metrics.items()},
@@ -164,17 +255,19 @@ def fit(stage: Stage, train_set: ImageTensors, val_set: ImageTensors, *, epochs:
         score = metrics[stage.selection_metric]
         if score > best:
             best, best_state = score, _snapshot(stage.modules)
-        tqdm.write(f"[{stage.name}] epoch {epoch + 1}/{epochs} " +
-                   " ".join(f"{k}={v:.4f}" for k, v in entry.items() if isinstance(v, float)))
-        save_state(resume, {
-            "config_digest": config_id, "epoch": epoch + 1, "history": history, "best": best,
-            "best_modules": best_state, "elapsed": elapsed,
-            "modules": {n: m.state_dict() for n, m in stage.modules.items()},
-            "optimizers": {n: o.state_dict() for n, o in stage.optimizers.items()},
-            "schedulers": {n: s.state_dict() for n, s in stage.schedulers.items()},
-        })
-        if on_epoch is not None:
-            on_epoch(entry)
+        say(f"[{stage.name}] epoch {epoch + 1}/{epochs} " +
+            " ".join(f"{k}={v:.4f}" for k, v in entry.items() if isinstance(v, float)))
+        if rank.is_main:
+            save_state(resume, {
+                "config_digest": config_id, "epoch": epoch + 1, "history": history, "best": best,
+                "best_modules": best_state, "elapsed": elapsed,
+                "modules": {n: m.state_dict() for n, m in stage.modules.items()},
+                "optimizers": {n: o.state_dict() for n, o in stage.optimizers.items()},
+                "schedulers": {n: s.state_dict() for n, s in stage.schedulers.items()},
+            })
+            if on_epoch is not None:
+                on_epoch(entry)
+        distributed.barrier()
     for name, module in stage.modules.items():
         module.load_state_dict(best_state[name])
     selected = max(history, key=lambda e: e[f"val_{stage.selection_metric}"])
@@ -182,6 +275,9 @@ def fit(stage: Stage, train_set: ImageTensors, val_set: ImageTensors, *, epochs:
                      history=history, epoch_selected=selected["epoch"],
                      selection_metric=f"val_{stage.selection_metric}", config_digest=config_id,
                      train_seconds=round(elapsed, 1), hardware=hardware(), complete=True)
-    written = save_checkpoint(out, stage.modules, full_card, dtype=storage_dtype)
-    resume.unlink(missing_ok=True)
-    return FitResult(card=written, history=history, resumed_from_epoch=start_epoch)
+    written = None
+    if rank.is_main:
+        written = save_checkpoint(out, stage.modules, full_card, dtype=storage_dtype)
+        resume.unlink(missing_ok=True)
+    distributed.barrier()
+    return FitResult(card=distributed.broadcast_object(written), history=history, resumed_from_epoch=start_epoch)

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import distributed
 from .base import DEFENSES
 from .trades import TRADES
 
@@ -57,6 +58,9 @@ class WeightPerturbation:
         optimizer = torch.optim.SGD(proxy.parameters(), lr=self.lr)
         optimizer.zero_grad(set_to_none=True)
         (-objective(proxy).float()).backward()  # minimising -loss is ascent on the loss
+        # Under torchrun: the ascent direction of the whole (all-rank) batch, as on one device,
+        # so every rank perturbs its identical weights identically.
+        distributed.average_gradients(proxy)
         optimizer.step()
         proxy_params = dict(proxy.named_parameters())
         diff: dict[str, torch.Tensor] = {}
