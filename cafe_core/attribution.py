@@ -10,7 +10,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from captum.attr import IntegratedGradients, Saliency
 from torch import nn
 
 from .images import image_to_uint8
@@ -49,6 +48,10 @@ def attribute(model: nn.Module, images: dict[str, torch.Tensor], target: int, ig
     The images are attributed in one batch per method; the model is put in eval mode and
     restored, and its parameters receive no gradients.
     """
+    # Imported here: the app's Explore worker processes import this module but never attribute,
+    # and captum (with matplotlib) adds ~55 MB to each of them.
+    from captum.attr import IntegratedGradients, Saliency
+
     names = list(images)
     batch = torch.cat([images[n].detach().float() for n in names])
     was_training = model.training
