@@ -241,8 +241,12 @@ def cmd_evaluate_grid(args: argparse.Namespace) -> int:
         raise SystemExit(f"unknown phase(s) {unknown}; known: {', '.join(PHASES)}")
     dataset = load_split(config["dataset"], "test", args.data_root, config["n_val"], config["seed"], limit=args.n)
     defenses = [d.strip() for d in args.defenses.split(",")] if args.defenses else None
+    # The recipe's [evaluation] tables are the defaults; flags given here override them per attack.
+    evaluation = config.get("evaluation", {})
+    limits, steps, curve_n = ({**evaluation.get(table, {}), **_pairs(flag)} for table, flag in
+                              (("limits", args.limit), ("steps", args.steps), ("curve_n", args.curve_n)))
     result = evaluate_grid(config, dataset, phases=phases, defenses=defenses, out=args.out,
-                           limits=_pairs(args.limit), steps=_pairs(args.steps), curve_n=_pairs(args.curve_n),
+                           limits=limits, steps=steps, curve_n=curve_n,
                            curve_attacks=[a.strip() for a in args.curve_attacks.split(",") if a.strip()],
                            seed=args.seed, batch_size=args.batch_size, device=device, progress=not args.quiet,
                            command=_command_line())

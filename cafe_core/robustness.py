@@ -170,7 +170,9 @@ def robustness_markdown(result: dict[str, Any]) -> str:
     n = result["n_images"]
     lines = [f"Robust accuracy (%) on {result['dataset']} test images, eps = {result['eps']:.4f}, seed {result['seed']}. "
              "Brackets: paired bootstrap 95% CI of (row - its baseline), points.",
-             "Images per column: " + ", ".join(f"{c} {n.get(c, 0)}" for c in COLUMNS) + ".", "",
+             "Images per column: " + ", ".join(f"{c} {n.get(c, 0)}" for c in COLUMNS) + ".",
+             "Iterations: " + ", ".join(f"{c} {result['steps'][c]}" for c in COLUMNS if c in result.get("steps", {}))
+             + " (AutoAttack: APGD-CE, APGD-T, FAB-T at that many iterations, then Square 5,000 queries).", "",
              markdown_table(header, rows)]
     claim = result.get("claim")
     if claim and claim["per_defense"]:
