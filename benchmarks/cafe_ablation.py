@@ -96,8 +96,14 @@ def main() -> None:
     baseline, grid_cafe, control = (read_grid(x) for x in ("defense_adv", "defense_adv-cafe", "defense_adv-control-h0"))
     started = time.perf_counter()
     rows = []
-    for name in chosen:
-        path = train_variant(args.config, name, VARIANTS[name], folder / "ablation", args.device, not args.quiet)
+    # The chosen variants are trained (or resumed); the others appear if an earlier run trained them.
+    for name in VARIANTS:
+        if name in chosen:
+            path = train_variant(args.config, name, VARIANTS[name], folder / "ablation", args.device, not args.quiet)
+        else:
+            path = folder / "ablation" / f"defense_adv-cafe_{slug(name)}.safetensors"
+            if not path.is_file():
+                continue
         model, card = load_backbone(path, device=args.device)
         r = own.evaluate_model(model, card["sha256"], path.stem, phases=("fast",))
         rows.append({"variant": name, "changes": VARIANTS[name], "checkpoint": str(path.relative_to(ROOT)),
