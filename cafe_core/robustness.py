@@ -156,7 +156,10 @@ def table_cells(result: dict[str, Any], cafe_labels: tuple[str, str]) -> list[li
     for row in result["rows"]:
         cafe = {False: cafe_labels[0], True: cafe_labels[1]}.get(row["cafe"], str(row["cafe"]))
         flags = row.get("masking", {}).get("flags", [])
-        rows.append([row["defense"], cafe, *(cell(row, c) for c in (*COLUMNS, "worst")),
+        worst = cell(row, "worst")
+        if row.get("worst") is not None:  # rows differ in how many images/attacks their worst case covers
+            worst += f" (n {row['n']['worst']})"
+        rows.append([row["defense"], cafe, *(cell(row, c) for c in COLUMNS), worst,
                      ", ".join(flags) if flags else "none"])
     return rows
 
@@ -169,7 +172,9 @@ def robustness_markdown(result: dict[str, Any]) -> str:
     rows = table_cells(result, ("no", "yes"))
     n = result["n_images"]
     lines = [f"Robust accuracy (%) on {result['dataset']} test images, eps = {result['eps']:.4f}, seed {result['seed']}. "
-             "Brackets: paired bootstrap 95% CI of (row - its baseline), points.",
+             "Brackets: paired bootstrap 95% CI of (row - its baseline), points. Worst: each image must survive "
+             "every attack the row has run, on its first n images; its CI compares a row with its baseline over the "
+             "attacks both have run.",
              "Images per column: " + ", ".join(f"{c} {n.get(c, 0)}" for c in COLUMNS) + ".",
              "Iterations: " + ", ".join(f"{c} {result['steps'][c]}" for c in COLUMNS if c in result.get("steps", {}))
              + " (AutoAttack: APGD-CE, APGD-T, FAB-T at that many iterations, then Square 5,000 queries).", "",
@@ -298,11 +303,14 @@ def build_rows(results: dict[str, dict[str, Any]], models: Sequence[GridModel], 
         base = results.get(GridModel(model.defense, False, model.path).label)
         if model.cafe is not False and base is not None:
             differences = paired_difference(r, base, seed, n_boot)
-            n = min(n_worst, worst_case(base["correct"])[1])
+            # Worst case of both over the same attacks (those both have run) on the same images.
+            common = [c for c in ATTACK_COLUMNS if r["correct"].get(c) and base["correct"].get(c)]
+            n = min(worst_case(r["correct"], common)[1], worst_case(base["correct"], common)[1]) if common else 0
             if n:
-                a, b = worst_vector(r["correct"], n), worst_vector(base["correct"], n)
+                a, b = worst_vector(r["correct"], n, common), worst_vector(base["correct"], n, common)
                 differences["worst"] = {"delta": float(np.mean(a) - np.mean(b)),
-                                        "ci95": list(paired_bootstrap_ci(a, b, n_boot, seed)), "n": n}
+                                        "ci95": list(paired_bootstrap_ci(a, b, n_boot, seed)), "n": n,
+                                        "columns": common}
             row["ci95"] = {c: d["ci95"] for c, d in differences.items()}
             row["delta"] = {c: d["delta"] for c, d in differences.items()}
         rows.append(row)

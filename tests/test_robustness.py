@@ -225,3 +225,17 @@ def test_grid_on_checkpoints_writes_the_json_resumes_and_redoes_a_retrained_mode
     restored = json.loads(state.read_text())
     assert restored["sha256"] != stored["sha256"]
     assert restored[key]["batches"]["0"] != [1] * 12
+
+
+def test_worst_case_difference_uses_only_the_attacks_both_rows_have_run(tmp_path):
+    """A baseline with AutoAttack measured and a CAFE twin without it: the worst-case CI must not
+    compare the baseline's worst over 3 attacks with the twin's worst over 2 (a spurious gain)."""
+    models = grid_models(tmp_path, ["adv"])[:2]
+    n = 400
+    same = {"clean": [1] * n, "fgsm": [1] * 320 + [0] * 80, "pgd": [1] * 300 + [0] * 100}
+    base = {**same, "autoattack": [1] * 200 + [0] * 200}  # AutoAttack ran on the baseline only
+    rows = build_rows({"defense_adv": fake_result(base), "defense_adv-cafe": fake_result(dict(same))}, models)
+    cafe = rows[1]
+    assert cafe["delta"]["worst"] == pytest.approx(0.0)
+    assert cafe["ci95"]["worst"] == pytest.approx([0.0, 0.0])
+    assert "autoattack" not in cafe["ci95"]
