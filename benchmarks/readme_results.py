@@ -21,6 +21,8 @@ BEGIN, END = "<!-- RESULTS:BEGIN -->", "<!-- RESULTS:END -->"
 SECTIONS = [
     ("Robustness grid: five defenses, baseline vs CAFE vs the h = 0 control (Fashion-MNIST lite)",
      "robustness_fashion_lite"),
+    ("What was tried: ADV-CAFE variants (weight of the CAFE term, inversion steps, eps_inv)",
+     "cafe_ablation_fashion_lite"),
     ("Lite ADV backbone (Fashion-MNIST, eps 0.1)", "eval_fashion_lite_adv"),
     ("Causal analysis of the AMR-GMM estimator (Fashion-MNIST lite, PGD)", "causal_fashion_lite"),
     ("AMR-GMM step cost, lite backbone (CPU)", "amr_step_speed_lite_cpu"),
