@@ -170,3 +170,14 @@ def build_attack(name: str, model: nn.Module, eps: float, steps: int | None = No
         raise ValueError(f"steps must be >= 1, got {steps}")
     builder: Callable[..., Attack] = ATTACKS.get(name)
     return builder(model, eps=float(eps), steps=steps, seed=seed, num_classes=num_classes)
+
+
+def seeded_attack(name: str, model: nn.Module, images: torch.Tensor, label: int, eps: float,
+                  steps: int | None = None, seed: int = 0, target: int | None = None) -> torch.Tensor:
+    """Attack every image of ``images`` away from class ``label`` (toward ``target`` if given),
+    with torch seeded by ``seed`` first so the random start is reproducible."""
+    attacker = build_attack(name, model, eps, steps, seed, getattr(model, "num_classes", None) or 10)
+    if target is not None:
+        attacker.set_mode_targeted_by_function(lambda x, y: torch.full_like(y, int(target)), quiet=True)
+    torch.manual_seed(seed)
+    return attacker(images, torch.full((images.shape[0],), int(label), device=images.device))

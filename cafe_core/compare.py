@@ -17,7 +17,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from .attacks import build_attack
+from .attacks import seeded_attack
 from .checkpoints import load_backbone
 from .data import get_info
 from .robustness import GridModel, grid_models
@@ -87,15 +87,6 @@ def compare_defenses(defenses: DefenseSet, image: torch.Tensor, label: int, true
     return rows
 
 
-def _attack(net: nn.Module, x: torch.Tensor, label: int, attack: str, eps: float, steps: int | None, seed: int,
-            target: int | None) -> torch.Tensor:
-    attacker = build_attack(attack, net, eps, steps, seed, getattr(net, "num_classes", None) or 10)
-    if target is not None:
-        attacker.set_mode_targeted_by_function(lambda images, labels: torch.full_like(labels, int(target)), quiet=True)
-    torch.manual_seed(seed)
-    return attacker(x, torch.full((x.shape[0],), int(label), device=x.device))
-
-
 def defense_adversarials(defenses: DefenseSet, image: torch.Tensor, label: int, attack: str, eps: float,
                          steps: int | None, seed: int, target: int | None = None) -> torch.Tensor:
     """Each model's own adversarial image of ``image`` (1, C, H, W): a (G, C, H, W) tensor in model order."""
@@ -104,8 +95,8 @@ def defense_adversarials(defenses: DefenseSet, image: torch.Tensor, label: int, 
     stack = defenses.stacked() if attack in STACKABLE_ATTACKS else None
     if stack is not None:
         x = image.to(next(stack.parameters()).device).expand(stack.groups, *image.shape[1:]).contiguous()
-        return _attack(stack, x, label, attack, eps, steps, seed, target)
-    return torch.cat([_attack(net, image.to(next(net.parameters()).device), label, attack, eps, steps, seed, target)
+        return seeded_attack(attack, stack, x, label, eps, steps, seed, target)
+    return torch.cat([seeded_attack(attack, net, image.to(next(net.parameters()).device), label, eps, steps, seed, target)
                       for net in defenses.networks])
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from .analysis import AMRBundle, default_eps_inv
-from .attacks import build_attack
+from .attacks import seeded_attack
 from .causal import PREDICTIONS, causal_view
 from .explain import feature_inversion, fig3_targets, make_start
 from .images import image_to_uint8
@@ -86,12 +86,8 @@ def explore(bundle: AMRBundle, image: torch.Tensor, true_label: int | None, clas
     image = image.to(device)
     with torch.no_grad():
         clean_label = int(backbone(image).argmax(1))
-    labels = torch.tensor([clean_label if true_label is None else int(true_label)], device=device)
-    attacker = build_attack(attack, backbone, eps, steps, seed, backbone.num_classes)
-    if target is not None:
-        attacker.set_mode_targeted_by_function(lambda images, labels: torch.full_like(labels, int(target)), quiet=True)
-    torch.manual_seed(seed)
-    adversarial = attacker(image, labels)
+    label = clean_label if true_label is None else int(true_label)
+    adversarial = seeded_attack(attack, backbone, image, label, eps, steps, seed, target)
     view = causal_view(backbone, h, g, image, adversarial)
     inverted = CausalInversion(backbone, eps_inv, inversion_steps)(image, view.logits["causal"])
     with torch.no_grad():
