@@ -12,10 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
-from torch import nn
 
 from .attacks import seeded_attack
 from .checkpoints import load_backbone
