@@ -10,6 +10,9 @@ import os
 from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # works offline, in a classroom
+# Square's compiled query model (cafe_core.inference) costs a ~10 s compile and compiler memory
+# per worker; the app's one-image requests gain little from it, so it is off unless asked for.
+os.environ.setdefault("CAFE_FAST_QUERIES", "0")
 
 import gradio as gr  # noqa: E402
 

@@ -15,6 +15,7 @@ import torchattacks
 from torchattacks.attack import Attack
 from torch import nn
 
+from .inference import QueryModel
 from .registry import Registry
 
 ATTACKS: Registry = Registry("attack")
@@ -124,11 +125,30 @@ def _apgd_dlr(model: nn.Module, eps: float, steps: int | None = None, seed: int 
     return torchattacks.APGD(model, norm="Linf", eps=eps, steps=steps or 100, loss="dlr", seed=seed)
 
 
+class QuerySquare(torchattacks.Square):
+    """torchattacks' Square with its queries sent through ``inference.QueryModel``.
+
+    Square never needs a gradient, so every forward it makes can use a compiled, weight-frozen
+    copy of the model (about 2x faster on CPU); the copy is checked against the model on the
+    first batch and dropped if it disagrees. ``self.model`` stays the real model, so eval mode,
+    the device and MultiAttack's bookkeeping are torchattacks' own.
+    """
+
+    def __init__(self, model: nn.Module, fast_queries: bool | None = None, **kwargs) -> None:
+        super().__init__(model, **kwargs)
+        self.queries = QueryModel(model, enabled=fast_queries)
+
+    def get_logits(self, inputs: torch.Tensor, labels: torch.Tensor | None = None, *args, **kwargs) -> torch.Tensor:
+        if self._normalization_applied is False:
+            inputs = self.normalize(inputs)
+        return self.queries(inputs)
+
+
 @ATTACKS.register("square")
 def _square(model: nn.Module, eps: float, steps: int | None = None, seed: int = 0,
             num_classes: int = 10) -> Attack:
     """Gradient-free Square attack; ``steps`` is its query budget. Used by the masking check."""
-    return torchattacks.Square(model, norm="Linf", eps=eps, n_queries=steps or 1000, seed=seed)
+    return QuerySquare(model, norm="Linf", eps=eps, n_queries=steps or 1000, seed=seed)
 
 
 @ATTACKS.register("autoattack")
@@ -146,7 +166,7 @@ def _autoattack(model: nn.Module, eps: float, steps: int | None = None, seed: in
         torchattacks.APGDT(model, norm="Linf", eps=eps, steps=steps, seed=seed, n_classes=num_classes),
         torchattacks.FAB(model, norm="Linf", eps=eps, steps=steps, seed=seed, multi_targeted=True,
                          n_classes=num_classes),
-        torchattacks.Square(model, norm="Linf", eps=eps, n_queries=5000, seed=seed),
+        QuerySquare(model, norm="Linf", eps=eps, n_queries=5000, seed=seed),
     ]
     return torchattacks.MultiAttack(parts)
 
