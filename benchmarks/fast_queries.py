@@ -74,8 +74,8 @@ def main() -> None:
                             for name in ("eager", "compiled")])
     md = (f"AutoAttack-{steps} (standard, Square 5,000 queries) on the first {len(test)} test images of "
           f"`{args.checkpoint}` ({config['name']}, eps {config['eps']}, seed {config['seed']}, "
-          f"{result['threads']} threads, {result['hardware']}).\n\n{table}\n\n"
-          f"Speed-up {result['speedup']}x; images with a different verdict: {changed}.\n\n`{result['command']}`")
+          f"{result['hardware']}).\n\n{table}\n\n"
+          f"Speed-up {result['speedup']}x; images with a different verdict: {changed}.")
     atomic_write_text(out.with_suffix(".md"), md + "\n")
     print(md)
 

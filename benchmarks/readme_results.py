@@ -23,6 +23,7 @@ SECTIONS = [
      "robustness_fashion_lite"),
     ("What was tried: ADV-CAFE variants (weight of the CAFE term, inversion steps, eps_inv)",
      "cafe_ablation_fashion_lite"),
+    ("AutoAttack with Square's queries through the compiled model (CPU)", "fast_queries_fashion_lite"),
     ("Lite ADV backbone (Fashion-MNIST, eps 0.1)", "eval_fashion_lite_adv"),
     ("Causal analysis of the AMR-GMM estimator (Fashion-MNIST lite, PGD)", "causal_fashion_lite"),
     ("AMR-GMM step cost, lite backbone (CPU)", "amr_step_speed_lite_cpu"),

@@ -27,6 +27,7 @@ from .checkpoints import CheckpointError, hardware, library_versions, load_backb
 from .data import ImageTensors
 from .defenses import DEFENSES
 from .evaluate import evaluate_attacks
+from .inference import fast_queries_enabled
 from .serialization import atomic_write, atomic_write_text
 
 COLUMNS = ("clean", "fgsm", "pgd", "cw", "apgd_ce", "apgd_dlr", "autoattack")
@@ -177,7 +178,9 @@ def robustness_markdown(result: dict[str, Any]) -> str:
              "attacks both have run.",
              "Images per column: " + ", ".join(f"{c} {n.get(c, 0)}" for c in COLUMNS) + ".",
              "Iterations: " + ", ".join(f"{c} {result['steps'][c]}" for c in COLUMNS if c in result.get("steps", {}))
-             + " (AutoAttack: APGD-CE, APGD-T, FAB-T at that many iterations, then Square 5,000 queries).", "",
+             + " (AutoAttack: APGD-CE, APGD-T, FAB-T at that many iterations, then Square 5,000 queries)."
+             + (" Square's queries go through a compiled, weight-frozen copy of each model, checked against it "
+                "(benchmarks/fast_queries.py)." if result.get("square_queries") == "compiled" else ""), "",
              markdown_table(header, rows)]
     claim = result.get("claim")
     if claim and claim["per_defense"]:
@@ -449,6 +452,7 @@ def _grid_result(config, grid: RobustnessGrid, models, results, seed, command, s
     return {"config": config.get("name"), "dataset": config["dataset"], "backbone": config["backbone"],
             "eps": config["eps"], "seed": seed, "n_images": n_images, "steps": grid.steps,
             "curve_eps": grid.curve_eps, "curve_n": grid.curve_n, "rows": rows, "claim": claim_check(rows),
+            "square_queries": "compiled" if fast_queries_enabled() else "eager",
             "adv_cafe_minus_control": versus,
             "bootstrap": {"resamples": 2000, "level": 0.95, "paired": True},
             "wall_seconds_this_run": round(seconds, 1), "hardware": hardware(), "versions": library_versions(),
