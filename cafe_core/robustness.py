@@ -179,8 +179,10 @@ def robustness_markdown(result: dict[str, Any]) -> str:
              "Images per column: " + ", ".join(f"{c} {n.get(c, 0)}" for c in COLUMNS) + ".",
              "Iterations: " + ", ".join(f"{c} {result['steps'][c]}" for c in COLUMNS if c in result.get("steps", {}))
              + " (AutoAttack: APGD-CE, APGD-T, FAB-T at that many iterations, then Square 5,000 queries)."
-             + (" Square's queries go through a compiled, weight-frozen copy of each model, checked against it "
-                "(benchmarks/fast_queries.py)." if result.get("square_queries") == "compiled" else ""), "",
+             + (" Square's queries go through a compiled, weight-frozen copy of each model when it matches the "
+                "model on the first batch (cafe_core.inference; batches stored before that option ran eagerly; "
+                "benchmarks/fast_queries.py compares both on the same images)."
+                if result.get("square_queries") == "compiled" else ""), "",
              markdown_table(header, rows)]
     claim = result.get("claim")
     if claim and claim["per_defense"]:
