@@ -129,7 +129,7 @@ class QuerySquare(torchattacks.Square):
     """torchattacks' Square with its queries sent through ``inference.QueryModel``.
 
     Square never needs a gradient, so every forward it makes can use a compiled, weight-frozen
-    copy of the model (about 2x faster on CPU); the copy is checked against the model on the
+    copy of the model (1.5-2x faster forward on CPU, depending on batch size); the copy is checked against the model on the
     first batch and dropped if it disagrees. ``self.model`` stays the real model, so eval mode,
     the device and MultiAttack's bookkeeping are torchattacks' own.
     """

@@ -1,9 +1,10 @@
 """Fast gradient-free forward passes for query attacks (Square inside AutoAttack).
 
 Square's 5,000 queries are ~85% of a standard AutoAttack on a robust model, and each query
-is a plain no-grad forward. TorchInductor with weight freezing (conv+BN folded, oneDNN
-prepacked weights) runs that forward about 2x faster on a CPU for the lite backbone
-(measured: 380 images, 2 threads, 372 ms eager -> 180 ms). torch.compile does the work;
+is a plain no-grad forward. TorchInductor with weight freezing (conv+BN folded, weights as
+constants) runs that forward about 2x faster on a CPU for the lite backbone at large batches
+(measured: 380 images, 2 threads, 372 ms eager -> 180 ms; ~1.5x at Square's ~76-image batches
+on 1 thread, where the profile is still mostly aten convolutions). torch.compile does the work;
 what this module adds is the safety around it: a private eval-mode copy, a check of the
 compiled logits against the eager ones on the first real batch, and a silent fall-back to
 the eager model when compilation is unavailable (no C++ compiler) or disagrees.
