@@ -59,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--phases", default="fast,autoattack,strong,curves",
                     help="grid phases, in order: fast (clean/FGSM/PGD/Square), autoattack, strong (CW/APGD), curves")
     ev.add_argument("--defenses", default=None, help="grid: comma list of defenses (default: all five)")
+    ev.add_argument("--models", default=None,
+                    help="grid: comma list of rows, e.g. defense_adv-cafe (default: all; one process per model)")
     ev.add_argument("--curve-n", action="append", default=[], metavar="ATTACK=N",
                     help="grid: images for the eps curves, e.g. autoattack=100")
     ev.add_argument("--curve-attacks", default="pgd,autoattack", help="grid: attacks of the eps curves")
@@ -71,7 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--limit", action="append", default=[], metavar="ATTACK=N",
                     help="first N images for one attack, e.g. autoattack=1000")
     ev.add_argument("--seed", type=int, default=0)
-    ev.add_argument("--batch-size", type=int, default=500)
+    ev.add_argument("--batch-size", type=int, default=None,
+                    help="images per attack batch (default: the config's [evaluation] batch_size for --grid, "
+                         "else 500); stored results are keyed by it")
     ev.add_argument("--split", default="test", choices=["test", "val"])
     ev.add_argument("--out", default=None, help="JSON path (default: benchmarks/results/eval_<config>_<stage>.json)")
     ev.add_argument("--data-root", default=None)
@@ -208,7 +212,7 @@ def _evaluate_checkpoint(args: argparse.Namespace, device: torch.device) -> int:
     state = out.with_suffix(".state.json")
     started = time.perf_counter()
     main = distributed.is_main()
-    result = evaluate_attacks(model, dataset, attacks, eps, args.seed, args.batch_size, device,
+    result = evaluate_attacks(model, dataset, attacks, eps, args.seed, args.batch_size or 500, device,
                               _pairs(args.limit), state, _pairs(args.steps), progress=main and not args.quiet)
     if not main:
         return 0
@@ -245,11 +249,12 @@ def cmd_evaluate_grid(args: argparse.Namespace) -> int:
     evaluation = config.get("evaluation", {})
     limits, steps, curve_n = ({**evaluation.get(table, {}), **_pairs(flag)} for table, flag in
                               (("limits", args.limit), ("steps", args.steps), ("curve_n", args.curve_n)))
-    result = evaluate_grid(config, dataset, phases=phases, defenses=defenses, out=args.out,
+    labels = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
+    result = evaluate_grid(config, dataset, phases=phases, defenses=defenses, labels=labels, out=args.out,
                            limits=limits, steps=steps, curve_n=curve_n,
                            curve_attacks=[a.strip() for a in args.curve_attacks.split(",") if a.strip()],
-                           seed=args.seed, batch_size=args.batch_size, device=device, progress=not args.quiet,
-                           command=_command_line())
+                           seed=args.seed, batch_size=args.batch_size or evaluation.get("batch_size", 500),
+                           device=device, progress=not args.quiet, command=_command_line())
     print(robustness_markdown(result))
     return 0
 

@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from . import distributed
 from .attacks import build_attack
+from .checkpoints import hardware
 from .data import ImageTensors, make_loader
 from .serialization import atomic_write_text
 
@@ -109,13 +110,14 @@ def evaluate_attacks(model: nn.Module, dataset: ImageTensors, attacks: Sequence[
 
     Returns:
         ``{"accuracy": {attack: acc}, "n_images": {attack: n}, "correct": {attack: [0/1 per image]},
-        "seconds": {attack: s}}``.
+        "seconds": {attack: s}, "computed_on": {attack: [hardware that computed its batches]}}``.
     """
     state: dict[str, Any] = {}
     if state_path is not None and Path(state_path).is_file():
         state = json.loads(Path(state_path).read_text())
     model.eval()
-    out: dict[str, Any] = {"accuracy": {}, "n_images": {}, "correct": {}, "seconds": {}}
+    out: dict[str, Any] = {"accuracy": {}, "n_images": {}, "correct": {}, "seconds": {}, "computed_on": {}}
+    where = compute_label(device)
     for name in attacks:
         n = min((limits or {}).get(name, len(dataset)), len(dataset))
         subset = dataset.subset(torch.arange(n))
@@ -140,6 +142,8 @@ def evaluate_attacks(model: nn.Module, dataset: ImageTensors, attacks: Sequence[
                 mask = correct_under_attack(model, images.to(device), labels.to(device), attack)
                 done["batches"][str(index)] = mask.int().tolist()
                 done["seconds"] += time.perf_counter() - start
+                if where not in done.setdefault("computed_on", []):
+                    done["computed_on"].append(where)
                 if state_path is not None and distributed.is_main():
                     atomic_write_text(state_path, json.dumps(state))
             correct += done["batches"][str(index)]
@@ -151,7 +155,16 @@ def evaluate_attacks(model: nn.Module, dataset: ImageTensors, attacks: Sequence[
         out["n_images"][name] = len(correct)
         out["correct"][name] = correct
         out["seconds"][name] = round(done["seconds"], 2)
+        out["computed_on"][name] = list(done.get("computed_on", []))
     return out
+
+
+def compute_label(device: str | torch.device) -> str:
+    """Where a batch was computed, for the provenance of a result: on CUDA the GPU and whether
+    cuDNN may use TF32 for convolutions (PyTorch's default), on CPU the processor."""
+    if torch.device(device).type != "cuda":
+        return hardware().split(",")[0]  # "CPU (x86_64)": the thread count does not change a result
+    return f"{hardware()}, cuDNN TF32 {'on' if torch.backends.cudnn.allow_tf32 else 'off'}"
 
 
 def _save_state(state_path: str | Path | None, state: dict[str, Any]) -> None:

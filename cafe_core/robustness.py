@@ -182,7 +182,10 @@ def robustness_markdown(result: dict[str, Any]) -> str:
              + (" Square's queries go through a compiled, weight-frozen copy of each model when it matches the "
                 "model on the first batch (cafe_core.inference; batches stored before that option ran eagerly; "
                 "benchmarks/fast_queries.py compares both on the same images)."
-                if result.get("square_queries") == "compiled" else ""), "",
+                if result.get("square_queries") == "compiled" else ""),
+             *(["Computed on: " + "; ".join(f"{', '.join(cols)}: {where}" for where, cols in _by_machine(result["computed_on"]).items())
+                + ". The JSON's \"hardware\" is the machine that assembled this table."] if result.get("computed_on") else []),
+             "",
              markdown_table(header, rows)]
     claim = result.get("claim")
     if claim and claim["per_defense"]:
@@ -204,6 +207,14 @@ def robustness_markdown(result: dict[str, Any]) -> str:
             f"{r['defense'].upper()} on {c}: {verdict(r['ci95'][c], 'CAFE', 'the baseline')}."
             for r in base_rows for c in ("pgd", "autoattack") if c in r["ci95"])]
     return "\n".join(lines)
+
+
+def _by_machine(computed_on: dict[str, list[str]]) -> dict[str, list[str]]:
+    """``{column: [machines]}`` regrouped as ``{"machine A + machine B": [columns]}``."""
+    grouped: dict[str, list[str]] = {}
+    for column, machines in computed_on.items():
+        grouped.setdefault(" + ".join(machines), []).append(column)
+    return grouped
 
 
 def verdict(ci: Sequence[float], a: str, b: str) -> str:
@@ -269,7 +280,7 @@ class RobustnessGrid:
         if state is not None and not state.exists():
             state.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_text(state, json.dumps({"sha256": sha256}))
-        out: dict[str, Any] = {"accuracy": {}, "n_images": {}, "correct": {}, "seconds": {},
+        out: dict[str, Any] = {"accuracy": {}, "n_images": {}, "correct": {}, "seconds": {}, "computed_on": {},
                                "curve": {"eps": self.curve_eps, "accuracy": {}, "n_images": {}}}
         for phase in PHASES:
             read_only = phase not in phases
@@ -285,7 +296,7 @@ class RobustnessGrid:
                         out["curve"]["accuracy"][attack] = accs
                 continue
             r = self._run(model, PHASE_ATTACKS[phase], self.eps, state, read_only=read_only)
-            for key in ("accuracy", "n_images", "correct", "seconds"):
+            for key in ("accuracy", "n_images", "correct", "seconds", "computed_on"):
                 out[key].update(r[key])
         return out
 
@@ -303,7 +314,8 @@ def build_rows(results: dict[str, dict[str, Any]], models: Sequence[GridModel], 
                                **{c: r["accuracy"].get(c) for c in COLUMNS}, "worst": worst,
                                "n": {**{c: r["n_images"].get(c, 0) for c in COLUMNS}, "worst": n_worst},
                                "square": r["accuracy"].get("square"),
-                               "seconds": r["seconds"], "eps_curve": r["curve"]}
+                               "seconds": r["seconds"], "computed_on": r.get("computed_on", {}),
+                               "eps_curve": r["curve"]}
         row["masking"] = masking_check({k: v for k, v in r["accuracy"].items() if v is not None}, r["curve"])
         base = results.get(GridModel(model.defense, False, model.path).label)
         if model.cafe is not False and base is not None:
@@ -346,7 +358,8 @@ def claim_check(rows: Sequence[dict[str, Any]], column: str = "autoattack", min_
 
 
 def evaluate_grid(config: dict[str, Any], dataset: ImageTensors, *, phases: Sequence[str] = PHASES,
-                  defenses: Iterable[str] | None = None, out: str | Path | None = None,
+                  defenses: Iterable[str] | None = None, labels: Iterable[str] | None = None,
+                  out: str | Path | None = None,
                   limits: dict[str, int] | None = None, steps: dict[str, int] | None = None,
                   curve_n: dict[str, int] | None = None, curve_attacks: Sequence[str] = ("pgd", "autoattack"),
                   seed: int = 0, batch_size: int = 500,
@@ -354,11 +367,18 @@ def evaluate_grid(config: dict[str, Any], dataset: ImageTensors, *, phases: Sequ
                   log: Callable[[str], None] = print) -> dict[str, Any]:
     """Evaluate every grid checkpoint of ``config`` phase by phase and write the JSON + markdown
     after each model, so an interrupted run leaves a valid, partial (n recorded) result with a
-    row for every model. With no ``phases`` it only assembles the JSON from the stored state."""
+    row for every model. With no ``phases`` it only assembles the JSON from the stored state.
+    ``labels`` (e.g. ``defense_adv-cafe``) keeps only those rows: one process per model on a GPU."""
     name = config.get("name", "config")
     out = Path(out or f"benchmarks/results/robustness_{name}.json")
     state_dir = out.parent / "state" / out.stem
     models = [m for m in grid_models(config["checkpoint_dir"], defenses) if m.path.is_file()]
+    if labels is not None:
+        wanted = set(labels)
+        unknown = wanted - {m.label for m in grid_models(config["checkpoint_dir"], defenses)}
+        if unknown:
+            raise KeyError(f"unknown grid row(s) {sorted(unknown)}; rows look like defense_adv-cafe")
+        models = [m for m in models if m.label in wanted]
     if not models:
         raise CheckpointError(f"no defense checkpoints in {config['checkpoint_dir']}; train the defense stage first")
     grid = RobustnessGrid(dataset, config["eps"], seed=seed, batch_size=batch_size, limits=limits, steps=steps,
@@ -451,8 +471,11 @@ def _grid_result(config, grid: RobustnessGrid, models, results, seed, command, s
     if "defense_adv-cafe" in results and "defense_adv-control-h0" in results:
         versus = paired_difference(results["defense_adv-cafe"], results["defense_adv-control-h0"], seed)
     n_images = {c: max((r["n"][c] for r in rows), default=0) for c in COLUMNS}
+    # Which machines computed each column's stored batches (over all rows), e.g. a GPU run's.
+    computed_on = {c: sorted({h for r in rows for h in r["computed_on"].get(c, [])}) for c in COLUMNS}
     return {"config": config.get("name"), "dataset": config["dataset"], "backbone": config["backbone"],
             "eps": config["eps"], "seed": seed, "n_images": n_images, "steps": grid.steps,
+            "batch_size": grid.batch_size, "computed_on": {c: h for c, h in computed_on.items() if h},
             "curve_eps": grid.curve_eps, "curve_n": grid.curve_n, "rows": rows, "claim": claim_check(rows),
             "square_queries": "compiled" if fast_queries_enabled() else "eager",
             "adv_cafe_minus_control": versus,

@@ -1,0 +1,184 @@
+"""The robustness grid of a config on one GPU inside a fixed time budget, one process per model.
+
+The lite models are small, so one of them leaves a GPU mostly idle (Square's 5,000 queries are
+5,000 small forward passes): every grid row runs as its own ``python -m cafe_core evaluate
+--grid CONFIG --models ROW`` process, all at once, writing the same resumable per-batch state
+as the CPU runs (benchmarks/results/state/robustness_<config>/). Each row goes through
+``--rounds`` (by default: every attack except AutoAttack on the config's images and AutoAttack on
+the first ``--batch-size`` images, then the eps curves, then AutoAttack on all 10,000), so a
+budget that runs out leaves every row with comparable partial results. A failed process (say,
+out of GPU memory) is restarted and resumes. Every ``--pack-every`` seconds the state and the logs
+are packed into ``OUT_DIR/grid_state.tar.gz`` (atomically), so whatever the budget allows comes
+back; when it is spent the processes are stopped. Before the grid, ``--throughput`` runs
+benchmarks/gpu_throughput.py once (its timings need the GPU to itself).
+
+    python benchmarks/gpu_grid.py --out-dir $OUT --budget 480 --throughput "--batch-size 128 --iters 20"
+    tar xzf grid_state.tar.gz    # here: the state files, then assemble the table with
+    python -m cafe_core evaluate --grid fashion_lite --phases "" --limit autoattack=10000
+
+Smoke run on a CPU: ``--budget 120 --extra "--n 40 --limit square=20 --steps square=20"``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from cafe_core.config import load_config  # noqa: E402
+from cafe_core.robustness import grid_models  # noqa: E402
+from cafe_core.serialization import atomic_write  # noqa: E402
+
+DEFAULT_ROUNDS = "fast,strong,autoattack@first;curves;autoattack@all"
+
+
+def round_args(spec: str, batch_size: int, n_test: int) -> list[str]:
+    """CLI arguments of one round: ``phases`` or ``phases@first`` (AutoAttack on the first batch)
+    or ``phases@all`` (AutoAttack on every test image)."""
+    phases, _, scope = spec.partition("@")
+    limit = {"": [], "first": [f"autoattack={batch_size}"], "all": [f"autoattack={n_test}"]}[scope]
+    return ["--phases", phases] + [arg for item in limit for arg in ("--limit", item)]
+
+
+def pack(state_dir: Path, log_dir: Path, extra: list[Path], target: Path) -> None:
+    """State files, logs and ``extra`` files into one tar.gz, written atomically."""
+
+    def write(tmp: str) -> None:
+        with tarfile.open(tmp, "w:gz") as tar:
+            for path in [*sorted(state_dir.glob("*.json")), *sorted(log_dir.glob("*.log")), *extra]:
+                if path.is_file():
+                    tar.add(path, arcname=str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else path.name)
+
+    atomic_write(target, write)
+
+
+def progress_line(state_dir: Path, eps: float, batch_size: int) -> str:
+    """Images stored per row for AutoAttack at ``eps`` in batches of ``batch_size``."""
+    parts = []
+    for path in sorted(state_dir.glob("*.json")):
+        try:
+            state = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        done = max((sum(map(len, v["batches"].values())) for k, v in state.items()
+                    if k != "sha256" and json.loads(k)[0] == "autoattack" and json.loads(k)[1] == eps
+                    and json.loads(k)[4] == batch_size), default=0)
+        parts.append(f"{path.stem.removeprefix('defense_')}:{done}")
+    return " ".join(parts)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", default="fashion_lite")
+    parser.add_argument("--out-dir", required=True, help="where grid_state.tar.gz is written")
+    parser.add_argument("--budget", type=float, default=480, help="seconds for everything (then stop)")
+    parser.add_argument("--batch-size", type=int, default=2000)
+    parser.add_argument("--rounds", default=DEFAULT_ROUNDS, help="';'-separated rounds of phases per row (see round_args)")
+    parser.add_argument("--all-images", type=int, default=10_000, help="test images for AutoAttack@all")
+    parser.add_argument("--models", default=None, help="comma list of rows (default: every grid row)")
+    parser.add_argument("--extra", default="", help="more arguments for every evaluate command")
+    parser.add_argument("--throughput", default=None, help="arguments for benchmarks/gpu_throughput.py (run first)")
+    parser.add_argument("--throughput-timeout", type=float, default=120, help="seconds before it is stopped")
+    parser.add_argument("--retries", type=int, default=2)
+    parser.add_argument("--pack-every", type=float, default=20)
+    args = parser.parse_args()
+
+    started = time.monotonic()
+    deadline = started + args.budget
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    config = load_config(args.config)
+    state_dir = ROOT / "benchmarks" / "results" / "state" / f"robustness_{config['name']}"
+    state_dir.mkdir(parents=True, exist_ok=True)
+    log_dir = ROOT / "logs" / "gpu_grid"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / "grid_state.tar.gz"
+    extra_files: list[Path] = []
+    env = {**os.environ, "CAFE_FAST_QUERIES": os.environ.get("CAFE_FAST_QUERIES", "0"), "PYTHONUNBUFFERED": "1",
+           "PYTORCH_CUDA_ALLOC_CONF": os.environ.get("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")}
+
+    if args.throughput is not None:
+        log = log_dir / "gpu_throughput.log"
+        command = [sys.executable, "benchmarks/gpu_throughput.py", *shlex.split(args.throughput)]
+        print("$", shlex.join(command), flush=True)
+        with open(log, "w") as handle:
+            try:
+                code = subprocess.run(command, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT,
+                                      timeout=args.throughput_timeout).returncode
+            except subprocess.TimeoutExpired:
+                code = "timeout"
+        print(f"gpu_throughput: exit {code} after {time.monotonic() - started:.0f} s", flush=True)
+        extra_files += sorted((ROOT / "benchmarks" / "results").glob("gpu_throughput_*"))
+
+    rows = [m.label for m in grid_models(config["checkpoint_dir"]) if m.path.is_file()]
+    if args.models:
+        rows = [row for row in rows if row in args.models.split(",")]
+    rounds = [r.strip() for r in args.rounds.split(";") if r.strip()]
+    n_test = args.all_images
+    base = [sys.executable, "-m", "cafe_core", "evaluate", "--grid", args.config, "--quiet",
+            "--batch-size", str(args.batch_size), *shlex.split(args.extra)]
+    plan = {row: [base + ["--models", row] + round_args(r, args.batch_size, n_test) for r in rounds] for row in rows}
+    print("rounds per row:", " | ".join(shlex.join(round_args(r, args.batch_size, n_test)) for r in rounds), flush=True)
+    running: dict[str, subprocess.Popen] = {}
+    position = {row: 0 for row in rows}
+    failures = {row: 0 for row in rows}
+    handles = {}
+
+    def launch(row: str) -> None:
+        handles[row] = open(log_dir / f"{row}.log", "a")
+        handles[row].write(f"\n$ {shlex.join(plan[row][position[row]])}\n")
+        handles[row].flush()
+        running[row] = subprocess.Popen(plan[row][position[row]], cwd=ROOT, env=env, stdout=handles[row],
+                                        stderr=subprocess.STDOUT, start_new_session=True)
+
+    for row in rows:
+        launch(row)
+    last_pack = time.monotonic()
+    while running and time.monotonic() < deadline:
+        time.sleep(1)
+        for row, proc in list(running.items()):
+            code = proc.poll()
+            if code is None:
+                continue
+            handles[row].close()
+            del running[row]
+            elapsed = time.monotonic() - started
+            if code == 0:
+                print(f"{elapsed:6.0f} s  {row}: round {position[row] + 1}/{len(rounds)} done", flush=True)
+                position[row] += 1
+            else:
+                failures[row] += 1
+                print(f"{elapsed:6.0f} s  {row}: exit {code} (failure {failures[row]}); see {log_dir / (row + '.log')}",
+                      flush=True)
+                if failures[row] > args.retries:
+                    continue
+            if position[row] < len(rounds):
+                launch(row)
+        if time.monotonic() - last_pack > args.pack_every:
+            pack(state_dir, log_dir, extra_files, target)
+            print(f"{time.monotonic() - started:6.0f} s  autoattack images stored: {progress_line(state_dir, config['eps'], args.batch_size)}", flush=True)
+            last_pack = time.monotonic()
+    for row, proc in running.items():  # budget spent: stop what is left (finished batches are stored)
+        os.killpg(proc.pid, 15)
+    for proc in running.values():
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+    pack(state_dir, log_dir, extra_files, target)
+    unfinished = [row for row in rows if position[row] < len(rounds)]
+    print(f"{time.monotonic() - started:6.0f} s  packed {target}; rows with rounds left: {unfinished or 'none'}")
+    print(f"autoattack images stored: {progress_line(state_dir, config['eps'], args.batch_size)}")
+    return 0 if not unfinished else 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())
