@@ -41,11 +41,13 @@ DEFAULT_ROUNDS = "fast,strong,autoattack@first;curves;autoattack@all"
 
 
 def round_args(spec: str, batch_size: int, n_test: int) -> list[str]:
-    """CLI arguments of one round: ``phases`` or ``phases@first`` (AutoAttack on the first batch)
-    or ``phases@all`` (AutoAttack on every test image)."""
+    """CLI arguments of one round: ``phases``, ``phases@first`` (AutoAttack on the first batch),
+    ``phases@N`` (on the first N images) or ``phases@all`` (on every test image)."""
     phases, _, scope = spec.partition("@")
-    limit = {"": [], "first": [f"autoattack={batch_size}"], "all": [f"autoattack={n_test}"]}[scope]
-    return ["--phases", phases] + [arg for item in limit for arg in ("--limit", item)]
+    if not scope:
+        return ["--phases", phases]
+    count = {"first": batch_size, "all": n_test}[scope] if scope in ("first", "all") else int(scope)
+    return ["--phases", phases, "--limit", f"autoattack={count}"]
 
 
 def pack(state_dir: Path, log_dir: Path, extra: list[Path], target: Path) -> None:
