@@ -21,10 +21,13 @@ BEGIN, END = "<!-- RESULTS:BEGIN -->", "<!-- RESULTS:END -->"
 SECTIONS = [
     ("Robustness grid: five defenses, baseline vs CAFE vs the h = 0 control (Fashion-MNIST lite)",
      "robustness_fashion_lite"),
+    ("The same results from the CPU and from the GPU, image by image", "cpu_gpu_agreement_fashion_lite"),
     ("What was tried: ADV-CAFE variants (weight of the CAFE term, inversion steps, eps_inv)",
      "cafe_ablation_fashion_lite"),
     ("AutoAttack with Square's queries through the compiled model (CPU)", "fast_queries_fashion_lite"),
     ("Lite ADV backbone (Fashion-MNIST, eps 0.1)", "eval_fashion_lite_adv"),
+    ("Training step cost on one H100 and time per stage of the CIFAR-10 ResNet-18 recipe",
+     "gpu_throughput_cuda_NVIDIA_H100_80GB_HBM3"),
     ("Causal analysis of the AMR-GMM estimator (Fashion-MNIST lite, PGD)", "causal_fashion_lite"),
     ("AMR-GMM step cost, lite backbone (CPU)", "amr_step_speed_lite_cpu"),
     ("AMR-GMM step cost, ResNet-18 at 32x32 (CPU, batch 16)", "amr_step_speed_resnet18_cpu"),
@@ -48,7 +51,10 @@ def section(title: str, stem: str) -> str | None:
     parts += [f"Command: `{meta.get('command', '?')}`  "]
     if meta.get("figure_command"):
         parts += [f"Figure: `{meta['figure_command']}`  "]
-    parts += [f"Hardware: {meta.get('hardware', '?')}", ""]
+    if meta.get("computed_on"):  # results from several machines: the markdown names them per column
+        parts += [f"Hardware: per column, as \"Computed on\" says (assembled on {meta.get('hardware', '?')})", ""]
+    else:
+        parts += [f"Hardware: {meta.get('hardware', '?')}", ""]
     return "\n".join(parts)
 
 

@@ -76,6 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--batch-size", type=int, default=None,
                     help="images per attack batch (default: the config's [evaluation] batch_size for --grid, "
                          "else 500); stored results are keyed by it")
+    ev.add_argument("--attack-batch-size", action="append", default=[], metavar="ATTACK=N",
+                    help="grid: batch size of one attack (over the config's [evaluation] batch_sizes)")
     ev.add_argument("--split", default="test", choices=["test", "val"])
     ev.add_argument("--out", default=None, help="JSON path (default: benchmarks/results/eval_<config>_<stage>.json)")
     ev.add_argument("--data-root", default=None)
@@ -254,6 +256,7 @@ def cmd_evaluate_grid(args: argparse.Namespace) -> int:
                            limits=limits, steps=steps, curve_n=curve_n,
                            curve_attacks=[a.strip() for a in args.curve_attacks.split(",") if a.strip()],
                            seed=args.seed, batch_size=args.batch_size or evaluation.get("batch_size", 500),
+                           batch_sizes={**evaluation.get("batch_sizes", {}), **_pairs(args.attack_batch_size)},
                            device=device, progress=not args.quiet, command=_command_line())
     print(robustness_markdown(result))
     return 0

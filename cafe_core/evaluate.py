@@ -103,7 +103,9 @@ def evaluate_attacks(model: nn.Module, dataset: ImageTensors, attacks: Sequence[
 
     Each batch's result is recorded in ``state_path`` (JSON, written atomically) as soon as it
     is known, so an interrupted evaluation (hours of AutoAttack on CPU) resumes where it stopped.
-    The state is keyed by attack, eps, seed, steps and batch index; change any and it recomputes.
+    The state is keyed by attack, eps, seed, steps and batch size (a batch size above the number
+    of images counts as that number: it is the same single batch) and holds each batch's per-image
+    results; change any and it recomputes.
     With ``read_only`` nothing is computed: each attack reports the leading batches already in
     the state (attacks with none are left out). ``on_batch(done, total)`` is called after each
     batch (the app's progress bar).
@@ -114,7 +116,7 @@ def evaluate_attacks(model: nn.Module, dataset: ImageTensors, attacks: Sequence[
     """
     state: dict[str, Any] = {}
     if state_path is not None and Path(state_path).is_file():
-        state = json.loads(Path(state_path).read_text())
+        state = normalise_state_keys(json.loads(Path(state_path).read_text()))
     model.eval()
     out: dict[str, Any] = {"accuracy": {}, "n_images": {}, "correct": {}, "seconds": {}, "computed_on": {}}
     where = compute_label(device)
@@ -122,7 +124,7 @@ def evaluate_attacks(model: nn.Module, dataset: ImageTensors, attacks: Sequence[
         n = min((limits or {}).get(name, len(dataset)), len(dataset))
         subset = dataset.subset(torch.arange(n))
         n_steps = (steps or {}).get(name)
-        key = json.dumps([name, eps, seed, n_steps, batch_size])
+        key = json.dumps([name, eps, seed, n_steps, min(batch_size, n)])
         done: dict[str, Any] = state.setdefault(key, {"batches": {}, "seconds": 0.0})
         attack = None if name == "clean" else build_attack(name, model, eps, n_steps, seed, model.num_classes)
         if distributed.world().size > 1 and not read_only:
@@ -165,6 +167,22 @@ def compute_label(device: str | torch.device) -> str:
     if torch.device(device).type != "cuda":
         return hardware().split(",")[0]  # "CPU (x86_64)": the thread count does not change a result
     return f"{hardware()}, cuDNN TF32 {'on' if torch.backends.cudnn.allow_tf32 else 'off'}"
+
+
+def normalise_state_keys(state: dict[str, Any]) -> dict[str, Any]:
+    """State written before keys used ``min(batch_size, n)``: an entry whose only batch is shorter
+    than its key's batch size is that single batch, so it is re-keyed by its length (the images and
+    the batch's seed are the same). Entries that would collide are left as they are."""
+    out = dict(state)
+    for key, entry in state.items():
+        if key == "sha256" or not isinstance(entry, dict) or list(entry.get("batches", {})) != ["0"]:
+            continue
+        name, eps, seed, n_steps, batch_size = json.loads(key)
+        length = len(entry["batches"]["0"])
+        new_key = json.dumps([name, eps, seed, n_steps, length])
+        if length < batch_size and new_key not in out:
+            out[new_key] = out.pop(key)
+    return out
 
 
 def _save_state(state_path: str | Path | None, state: dict[str, Any]) -> None:

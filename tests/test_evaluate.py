@@ -6,7 +6,7 @@ import json
 import torch
 from torch import nn
 
-from cafe_core.evaluate import evaluate_attacks
+from cafe_core.evaluate import compute_label, evaluate_attacks, normalise_state_keys
 
 
 class Oracle(nn.Module):
@@ -59,3 +59,36 @@ def test_a_model_that_is_always_right_scores_one_and_a_random_one_about_a_tenth(
     random_labels = Oracle({i: int(torch.randint(0, 10, ())) for i in range(200)})
     chance = evaluate_attacks(random_labels, keyed, ["clean"], 0.1, progress=False)["accuracy"]["clean"]
     assert 0.03 < chance < 0.2
+
+
+def test_a_batch_larger_than_the_images_is_keyed_as_that_single_batch(toy_model, fashion, tmp_path):
+    """n <= batch size is one batch whatever the batch size: results stored at one batch size are
+    read back at another (the GPU run's batch 2,000 and the CPU's 500 share the 500-image curves)."""
+    data = fashion[2].subset(torch.arange(40))
+    state = tmp_path / "state.json"
+    evaluate_attacks(toy_model, data, ["fgsm"], 0.1, batch_size=20, limits={"fgsm": 15}, state_path=state,
+                     progress=False)
+    saved = json.loads(state.read_text())
+    (key,) = [k for k in saved]
+    assert json.loads(key)[4] == 15
+    saved[key]["batches"]["0"] = [1] * 15  # poison: a read-back shows it
+    state.write_text(json.dumps(saved))
+    bigger = evaluate_attacks(toy_model, data, ["fgsm"], 0.1, batch_size=2000, limits={"fgsm": 15},
+                              state_path=state, progress=False)
+    assert bigger["correct"]["fgsm"] == [1] * 15
+    assert bigger["computed_on"]["fgsm"] == [compute_label("cpu")]
+
+
+def test_state_written_with_the_old_keys_is_read_back(toy_model, fashion, tmp_path):
+    data = fashion[2].subset(torch.arange(40))
+    state = tmp_path / "state.json"
+    old_key = json.dumps(["fgsm", 0.1, 0, None, 500])  # before keys used min(batch size, n)
+    partial_key = json.dumps(["pgd", 0.1, 0, 3, 20])  # a full first batch of a longer run: unchanged
+    state.write_text(json.dumps({old_key: {"batches": {"0": [1] * 12}, "seconds": 1.0},
+                                 partial_key: {"batches": {"0": [1] * 20}, "seconds": 1.0}}))
+    assert set(normalise_state_keys(json.loads(state.read_text()))) == {json.dumps(["fgsm", 0.1, 0, None, 12]),
+                                                                          partial_key}
+    result = evaluate_attacks(toy_model, data, ["fgsm"], 0.1, batch_size=500, limits={"fgsm": 12},
+                              state_path=state, progress=False)
+    assert result["correct"]["fgsm"] == [1] * 12, "the stored batch is reused, not recomputed"
+    assert result["computed_on"]["fgsm"] == [], "no batch was computed by this run"

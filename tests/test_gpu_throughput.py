@@ -24,4 +24,9 @@ def test_smoke_run_writes_steps_ratios_and_stage_estimates(tmp_path, monkeypatch
     stages = {row["stage"]: row for row in result["estimates"]}
     assert stages["adv"]["epochs"] == 30 and stages["adv"]["train_images"] == 45_000
     assert stages["adv"]["hours_8_devices_ideal"] == pytest.approx(stages["adv"]["hours_1_device"] / 8)
-    assert "h on 8 (ideal)" in out.with_suffix(".md").read_text()
+    text = out.with_suffix(".md").read_text()
+    assert "min on 8 (ideal)" in text and "whole pipeline" in text
+    out.with_suffix(".md").unlink()
+    monkeypatch.setattr(sys, "argv", ["gpu_throughput.py", "--markdown-from", str(out)])
+    gpu_throughput.main()
+    assert out.with_suffix(".md").read_text() == text, "the .md is a function of the JSON alone"

@@ -239,3 +239,34 @@ def test_worst_case_difference_uses_only_the_attacks_both_rows_have_run(tmp_path
     assert cafe["delta"]["worst"] == pytest.approx(0.0)
     assert cafe["ci95"]["worst"] == pytest.approx([0.0, 0.0])
     assert "autoattack" not in cafe["ci95"]
+
+
+def test_grid_rows_can_be_chosen_attacks_batched_apart_and_provenance_is_kept(tmp_path, fashion):
+    """--models keeps one row; a per-attack batch size keys that attack's state; each column says
+    which machine computed it; the other columns get the claim test too."""
+    from cafe_core.checkpoints import save_checkpoint
+    from cafe_core.evaluate import compute_label
+
+    from .conftest import CARD, make_lite
+
+    folder = tmp_path / "ckpt"
+    for seed, label in enumerate(["defense_adv", "defense_adv-cafe"]):
+        save_checkpoint(folder / f"{label}.safetensors", {"model": make_lite(seed)}, dict(CARD, stage="defense"))
+    config = {"name": "toy", "dataset": "fashion-mnist", "backbone": "lite", "eps": 0.1, "checkpoint_dir": str(folder)}
+    data = fashion[2].subset(torch.arange(24))
+    out = tmp_path / "results" / "robustness_toy.json"
+    kwargs = dict(out=out, limits={"square": 12}, steps={"pgd": 2, "square": 5}, batch_size=24,
+                  batch_sizes={"pgd": 8}, log=lambda _: None)
+    with pytest.raises(KeyError, match="unknown grid row"):
+        evaluate_grid(config, data, phases=("fast",), labels=["defense_nope"], **kwargs)
+    only = evaluate_grid(config, data, phases=("fast",), labels=["defense_adv-cafe"], **kwargs)
+    assert [(r["defense"], r["cafe"]) for r in only["rows"]] == [("adv", True)]
+    assert not (out.parent / "state" / "robustness_toy" / "defense_adv.json").exists()
+    stored = json.loads((out.parent / "state" / "robustness_toy" / "defense_adv-cafe.json").read_text())
+    pgd_keys = [json.loads(k) for k in stored if k != "sha256" and json.loads(k)[0] == "pgd"]
+    assert [k[4] for k in pgd_keys] == [8] and len(stored[json.dumps(pgd_keys[0])]["batches"]) == 3
+    assert only["computed_on"]["pgd"] == [compute_label("cpu")] and only["batch_sizes"] == {"pgd": 8}
+    both = evaluate_grid(config, data, phases=("fast",), **kwargs)
+    assert both["claim_other_columns"]["pgd"]["of"] == 1
+    text = out.with_suffix(".md").read_text()
+    assert "Computed on: clean, fgsm, pgd: CPU" in text and "The same test on the other columns" in text

@@ -1,0 +1,39 @@
+"""benchmarks/gpu_grid.py: rounds per row, a real (CPU) run of one row, and the packed state."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+from benchmarks.gpu_grid import round_args
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_round_arguments():
+    assert round_args("fast,strong", 10_000) == ["--phases", "fast,strong"]
+    assert round_args("fast,strong,autoattack@1000", 10_000) == ["--phases", "fast,strong,autoattack",
+                                                                 "--limit", "autoattack=1000"]
+    assert round_args("autoattack@all", 10_000) == ["--phases", "autoattack", "--limit", "autoattack=10000"]
+
+
+def test_one_row_runs_its_rounds_and_the_state_comes_back_packed(tmp_path):
+    results = tmp_path / "robustness_fashion_lite.json"
+    command = [sys.executable, "benchmarks/gpu_grid.py", "--out-dir", str(tmp_path / "out"), "--results", str(results),
+               "--models", "defense_adv-cafe", "--rounds", "fast;fast", "--budget", "300", "--pack-every", "1",
+               "--extra", "--n 16 --batch-size 8 --limit square=8 --steps square=5 --steps pgd=2 --threads 1"]
+    run = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "defense_adv-cafe: round 2/2 done" in run.stdout and "rows with rounds left: none" in run.stdout
+    with tarfile.open(tmp_path / "out" / "grid_state.tar.gz") as tar:
+        names = tar.getnames()
+        state = json.load(tar.extractfile("defense_adv-cafe.json"))
+    assert "defense_adv-cafe.log" in names and "defense_adv.json" not in names
+    pgd = [v for k, v in state.items() if k != "sha256" and json.loads(k)[0] == "pgd"]
+    assert len(pgd) == 1 and sum(map(len, pgd[0]["batches"].values())) == 16
+    # Each round is its own evaluate command, logged in the row's log.
+    log = (tmp_path / "gpu_grid_logs" / "defense_adv-cafe.log").read_text()
+    assert log.count("$ ") == 2
+    assert json.loads(results.read_text())["rows"][0]["n"]["pgd"] == 16
