@@ -200,6 +200,16 @@ def robustness_markdown(result: dict[str, Any]) -> str:
             f"{c}: holds for {v['holds_for']} of {v['of']}, gains "
             + ", ".join(f"{d.upper()} {100 * g['gain']:+.2f}{'*' if g['ci95'][0] > 0 else ''}" for d, g in v["per_defense"].items())
             for c, v in others.items()) + " (* CI above zero)."]
+    subsets = [r for r in result["rows"] if r.get("subset_check")]
+    if subsets:
+        lines += ["", "Is AutoAttack's subset representative? Row - baseline on AutoAttack's images vs on all images, "
+                  "points [95% CI]: " + " ".join(
+                      f"{r['defense'].upper()} {'CAFE' if r['cafe'] is True else r['cafe']} (first {next(iter(r['subset_check'].values()))['n_subset']}"
+                      f" / all {next(iter(r['subset_check'].values()))['n_all']}): "
+                      + ", ".join(f"{c} {100 * v['delta_subset']:+.2f} [{100 * v['ci95_subset'][0]:+.1f}, {100 * v['ci95_subset'][1]:+.1f}]"
+                                  f" / {100 * v['delta_all']:+.2f} [{100 * v['ci95_all'][0]:+.1f}, {100 * v['ci95_all'][1]:+.1f}]"
+                                  for c, v in r["subset_check"].items()) + "." for r in subsets)
+                  + " Where the subset's differences exceed those on all images, so may the AutoAttack difference."]
     versus = result.get("adv_cafe_minus_control")
     if versus:
         lines += ["", "ADV-CAFE minus the h = 0 control (same images, paired 95% CI, points): "
@@ -346,8 +356,31 @@ def build_rows(results: dict[str, dict[str, Any]], models: Sequence[GridModel], 
                                         "columns": common}
             row["ci95"] = {c: d["ci95"] for c, d in differences.items()}
             row["delta"] = {c: d["delta"] for c, d in differences.items()}
+            subset = subset_check(r, base, differences, seed, n_boot)
+            if subset:
+                row["subset_check"] = subset
         rows.append(row)
     return rows
+
+
+def subset_check(row: dict[str, Any], base: dict[str, Any], differences: dict[str, Any], seed: int = 0,
+                 n_boot: int = 2000, columns: Sequence[str] = ("pgd", "cw", "apgd_ce", "apgd_dlr")
+                 ) -> dict[str, Any]:
+    """Is AutoAttack's image subset representative? For each white-box column measured on more
+    images than AutoAttack, (row - baseline) on AutoAttack's images (the first n) next to the same
+    difference on all of that column's images. A subset gain that vanishes on all images means
+    the AutoAttack difference, measured on the subset only, should be read with that in mind."""
+    n = min(len(row["correct"].get("autoattack") or []), len(base["correct"].get("autoattack") or []))
+    out = {}
+    for column in columns:
+        if not n or column not in differences or differences[column]["n"] <= n:
+            continue
+        a, b = row["correct"][column][:n], base["correct"][column][:n]
+        out[column] = {"n_subset": n, "delta_subset": float(np.mean(a) - np.mean(b)),
+                       "ci95_subset": list(paired_bootstrap_ci(a, b, n_boot, seed)),
+                       "n_all": differences[column]["n"], "delta_all": differences[column]["delta"],
+                       "ci95_all": differences[column]["ci95"]}
+    return out
 
 
 def claim_check(rows: Sequence[dict[str, Any]], column: str = "autoattack", min_gain: float = 0.01,

@@ -270,3 +270,19 @@ def test_grid_rows_can_be_chosen_attacks_batched_apart_and_provenance_is_kept(tm
     assert both["claim_other_columns"]["pgd"]["of"] == 1
     text = out.with_suffix(".md").read_text()
     assert "Computed on: clean, fgsm, pgd: CPU" in text and "The same test on the other columns" in text
+
+
+def test_subset_check_compares_autoattack_images_with_all_images():
+    """CAFE wins on the first 100 images (where AutoAttack ran) and loses the gain over all 1,000:
+    the check shows both differences, so a subset gain is not mistaken for a general one."""
+    from cafe_core.robustness import paired_difference, subset_check
+
+    base = {"correct": {"pgd": [0] * 20 + [1] * 980, "autoattack": [0] * 10 + [1] * 90}}
+    row = {"correct": {"pgd": [1] * 20 + [1] * 960 + [0] * 20, "autoattack": [1] * 100}}
+    differences = paired_difference(row, base)
+    check = subset_check(row, base, differences)
+    assert set(check) == {"pgd"}
+    assert check["pgd"]["n_subset"] == 100 and check["pgd"]["n_all"] == 1000
+    assert check["pgd"]["delta_subset"] == pytest.approx(0.20) and check["pgd"]["delta_all"] == pytest.approx(0.0)
+    assert check["pgd"]["ci95_subset"][0] > 0
+    assert subset_check({"correct": {"pgd": [1] * 10}}, {"correct": {"pgd": [1] * 10}}, {}) == {}
