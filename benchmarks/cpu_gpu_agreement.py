@@ -97,7 +97,7 @@ def main() -> int:
     summary = "; ".join(f"{a}: {t['same_verdict']:,} of {t['n']:,} images" for a, t in totals.items())
     machines = sorted({r["gpu"] for r in rows}) + sorted({r["cpu"] for r in rows})
     text = (f"Same images, same attack and eps, computed once on a CPU and once on a GPU ({' vs '.join(machines)}); "
-            f"the batch partition differs (CPU 500, GPU 2,000 images), so random starts differ too. "
+            f"in batches of other sizes, so PGD's and Square's random starts differ too. "
             f"Same verdict: {summary}. Clean and FGSM are deterministic: a different verdict there is numerics "
             f"(TF32 convolutions on the GPU vs fp32 on the CPU).\n\n{table}")
     atomic_write_text(out.with_suffix(".md"), text + "\n")
