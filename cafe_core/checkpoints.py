@@ -43,10 +43,15 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
+def cpu_name() -> str:
+    """``CPU (<processor>)``, without the thread count."""
+    return f"CPU ({platform.processor() or platform.machine()})"
+
+
 def hardware() -> str:
     if torch.cuda.is_available():
         return f"{torch.cuda.get_device_name(0)} x{torch.cuda.device_count()}"
-    return f"CPU ({platform.processor() or platform.machine()}), {torch.get_num_threads()} threads"
+    return f"{cpu_name()}, {torch.get_num_threads()} threads"
 
 
 def save_checkpoint(weights: str | Path, modules: Mapping[str, nn.Module], card: dict[str, Any],

@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from . import distributed
 from .attacks import build_attack
-from .checkpoints import hardware
+from .checkpoints import cpu_name, hardware
 from .data import ImageTensors, make_loader
 from .serialization import atomic_write_text
 
@@ -144,8 +144,7 @@ def evaluate_attacks(model: nn.Module, dataset: ImageTensors, attacks: Sequence[
                 mask = correct_under_attack(model, images.to(device), labels.to(device), attack)
                 done["batches"][str(index)] = mask.int().tolist()
                 done["seconds"] += time.perf_counter() - start
-                if where not in done.setdefault("computed_on", []):
-                    done["computed_on"].append(where)
+                _record_machine(done, where)
                 if state_path is not None and distributed.is_main():
                     atomic_write_text(state_path, json.dumps(state))
             correct += done["batches"][str(index)]
@@ -163,10 +162,17 @@ def evaluate_attacks(model: nn.Module, dataset: ImageTensors, attacks: Sequence[
 
 def compute_label(device: str | torch.device) -> str:
     """Where a batch was computed, for the provenance of a result: on CUDA the GPU and whether
-    cuDNN may use TF32 for convolutions (PyTorch's default), on CPU the processor."""
+    cuDNN may use TF32 for convolutions (PyTorch's default), on CPU the processor (the thread
+    count does not change a result)."""
     if torch.device(device).type != "cuda":
-        return hardware().split(",")[0]  # "CPU (x86_64)": the thread count does not change a result
+        return cpu_name()
     return f"{hardware()}, cuDNN TF32 {'on' if torch.backends.cudnn.allow_tf32 else 'off'}"
+
+
+def _record_machine(done: dict[str, Any], where: str) -> None:
+    """Add ``where`` to the machines that computed an entry's batches (once)."""
+    if where not in done.setdefault("computed_on", []):
+        done["computed_on"].append(where)
 
 
 def normalise_state_keys(state: dict[str, Any]) -> dict[str, Any]:
@@ -218,5 +224,6 @@ def _deal_batches(model: nn.Module, subset: ImageTensors, attack: Callable | Non
             if item is not None:
                 done["batches"][str(item[0])] = item[1]
                 done["seconds"] += item[2]
+                _record_machine(done, compute_label(device))
         if rank.is_main:
             save()
