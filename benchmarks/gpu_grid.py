@@ -24,6 +24,7 @@ Smoke run on a CPU: ``--models defense_adv --rounds fast --extra "--n 40 --limit
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shlex
@@ -175,13 +176,15 @@ def main() -> int:
             pack(state_dir, log_dir, extra_files, target)
             print(f"{time.monotonic() - started:6.0f} s  autoattack images stored: {progress_line(state_dir, config['eps'])}", flush=True)
             last_pack = time.monotonic()
-    for row, proc in running.items():  # budget spent: stop what is left (finished batches are stored)
-        os.killpg(proc.pid, 15)
+    for proc in running.values():  # budget spent: stop what is left (finished batches are stored)
+        with contextlib.suppress(ProcessLookupError):  # it may have ended since the last poll
+            os.killpg(proc.pid, 15)
     for proc in running.values():
         try:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, 9)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, 9)
     pack(state_dir, log_dir, extra_files, target)
     unfinished = [row for row in rows if position[row] < len(rounds)]
     print(f"{time.monotonic() - started:6.0f} s  packed {target}; rows with rounds left: {unfinished or 'none'}")
