@@ -105,7 +105,8 @@ def evaluate_attacks(model: nn.Module, dataset: ImageTensors, attacks: Sequence[
     is known, so an interrupted evaluation (hours of AutoAttack on CPU) resumes where it stopped.
     The state is keyed by attack, eps, seed, steps and batch size (a batch size above the number
     of images counts as that number: it is the same single batch) and holds each batch's per-image
-    results; change any and it recomputes.
+    results; change any and it recomputes, except the batch size: images already attacked in
+    batches of another size are read from that entry (marked ``copied_from`` in the state).
     With ``read_only`` nothing is computed: each attack reports the leading batches already in
     the state (attacks with none are left out). ``on_batch(done, total)`` is called after each
     batch (the app's progress bar).
@@ -126,6 +127,7 @@ def evaluate_attacks(model: nn.Module, dataset: ImageTensors, attacks: Sequence[
         n_steps = (steps or {}).get(name)
         key = json.dumps([name, eps, seed, n_steps, min(batch_size, n)])
         done: dict[str, Any] = state.setdefault(key, {"batches": {}, "seconds": 0.0})
+        other_key, other = _same_run_in_other_batches(state, key)
         attack = None if name == "clean" else build_attack(name, model, eps, n_steps, seed, model.num_classes)
         if distributed.world().size > 1 and not read_only:
             _deal_batches(model, subset, attack, done, batch_size, seed, device, progress, name,
@@ -135,6 +137,17 @@ def evaluate_attacks(model: nn.Module, dataset: ImageTensors, attacks: Sequence[
         for index, (images, labels) in enumerate(tqdm(loader, disable=not progress, desc=name, leave=False)):
             # A stored batch is reused only if it covers the same images (a different --limit
             # changes the length of the last batch).
+            begin = len(correct)
+            if len(done["batches"].get(str(index), ())) != len(labels) and len(other) >= begin + len(labels):
+                # The same attack, eps, seed and steps on the same images, stored at another batch
+                # size (the eps curve's 100 images at the grid's eps are the first 100 of its
+                # AutoAttack run): the grouping only changes which random draws an image gets.
+                done["batches"][str(index)] = other[begin:begin + len(labels)]
+                done["copied_from"] = other_key
+                for where_other in state[other_key].get("computed_on", []):
+                    _record_machine(done, where_other)
+                if state_path is not None and distributed.is_main() and not read_only:
+                    atomic_write_text(state_path, json.dumps(state))
             if len(done["batches"].get(str(index), ())) != len(labels):
                 if read_only:
                     break
@@ -167,6 +180,30 @@ def compute_label(device: str | torch.device) -> str:
     if torch.device(device).type != "cuda":
         return cpu_name()
     return f"{hardware()}, cuDNN TF32 {'on' if torch.backends.cudnn.allow_tf32 else 'off'}"
+
+
+def _same_run_in_other_batches(state: dict[str, Any], key: str) -> tuple[str | None, list[int]]:
+    """The longest run of leading per-image results stored for ``key``'s attack, eps, seed and
+    steps at another batch size (its key and the results in image order; ``(None, [])`` if none)."""
+    name, eps, seed, n_steps, batch_size = json.loads(key)
+    best: tuple[str | None, list[int]] = (None, [])
+    for other_key, entry in state.items():
+        if other_key in ("sha256", key) or not isinstance(entry, dict):
+            continue
+        other = json.loads(other_key)
+        if other[:4] != [name, eps, seed, n_steps]:
+            continue
+        results: list[int] = []
+        index = 0
+        while str(index) in entry.get("batches", {}):
+            batch = entry["batches"][str(index)]
+            if len(batch) != other[4] and str(index + 1) in entry["batches"]:
+                break  # a short batch that is not the last one: the images after it are unknown
+            results += batch
+            index += 1
+        if len(results) > len(best[1]):
+            best = (other_key, results)
+    return best
 
 
 def _record_machine(done: dict[str, Any], where: str) -> None:

@@ -92,3 +92,29 @@ def test_state_written_with_the_old_keys_is_read_back(toy_model, fashion, tmp_pa
                               state_path=state, progress=False)
     assert result["correct"]["fgsm"] == [1] * 12, "the stored batch is reused, not recomputed"
     assert result["computed_on"]["fgsm"] == [], "no batch was computed by this run"
+
+
+def test_images_attacked_at_another_batch_size_are_read_back_not_recomputed(toy_model, fashion, tmp_path):
+    """The AutoAttack eps curve's first 100 images at the grid's eps are the first 100 of the
+    grid's AutoAttack run (batches of 500): copied, with their provenance, not attacked again."""
+    data = fashion[2].subset(torch.arange(40))
+    state = tmp_path / "state.json"
+    evaluate_attacks(toy_model, data, ["fgsm"], 0.1, batch_size=20, limits={"fgsm": 40}, state_path=state,
+                     progress=False)
+    saved = json.loads(state.read_text())
+    (key,) = list(saved)
+    poisoned = [1, 0] * 10
+    saved[key]["batches"] = {"0": poisoned, "1": [0] * 20}  # a read-back shows these
+    saved[key]["computed_on"] = ["elsewhere"]
+    state.write_text(json.dumps(saved))
+    curve = evaluate_attacks(toy_model, data, ["fgsm"], 0.1, batch_size=8, limits={"fgsm": 25},
+                             state_path=state, progress=False)
+    assert curve["correct"]["fgsm"] == (poisoned + [0] * 20)[:25]
+    assert curve["computed_on"]["fgsm"] == ["elsewhere"]
+    stored = json.loads(state.read_text())[json.dumps(["fgsm", 0.1, 0, None, 8])]
+    assert stored["copied_from"] == key
+    other_eps = evaluate_attacks(toy_model, data, ["fgsm"], 0.05, batch_size=8, limits={"fgsm": 25},
+                                 state_path=state, progress=False)
+    assert other_eps["computed_on"]["fgsm"] == [compute_label("cpu")], "another eps is attacked"
+    longer = evaluate_attacks(toy_model, data, ["fgsm"], 0.1, batch_size=30, state_path=state, progress=False)
+    assert longer["correct"]["fgsm"] == poisoned + [0] * 20, "40 images at batch 30: both batches copied"
