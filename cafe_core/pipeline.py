@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from .checkpoints import read_card, sha256_file
 from .config import stage_config
+from .robustness import grid_stale_reason
 from .stages import PARENT_STAGE, defense_label, run_stage
 
 GRID = [("adv", None), ("adv", "cafe"), ("adv", "control-h0"), ("trades", None), ("trades", "cafe"),
@@ -76,7 +77,7 @@ def _inputs(config: dict[str, Any], step: Step) -> dict[str, Path]:
 def stale_reason(config: dict[str, Any], step: Step) -> str | None:
     """Why ``step`` must run, or None when its output matches the recipe and its inputs."""
     if step.kind == "evaluation":
-        return "evaluation resumes from its per-batch state (finished batches are not recomputed)"
+        return grid_stale_reason(config)
     if step.kind == "analysis":
         result = Path("benchmarks/results") / f"causal_{config.get('name')}.json"
         amr = _output(config, Step("train", "amr"))

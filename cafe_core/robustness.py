@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .checkpoints import CheckpointError, hardware, library_versions, load_backbone
+from .checkpoints import CheckpointError, hardware, library_versions, load_backbone, read_card
 from .data import ImageTensors
 from .defenses import DEFENSES
 from .evaluate import evaluate_attacks
@@ -307,24 +307,43 @@ class RobustnessGrid:
             state.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_text(state, json.dumps({"sha256": sha256}))
         out: dict[str, Any] = {"accuracy": {}, "n_images": {}, "correct": {}, "seconds": {}, "computed_on": {},
-                               "curve": {"eps": self.curve_eps, "accuracy": {}, "n_images": {}}}
+                               "curve": {"eps": self.curve_eps, "accuracy": {}, "n_images": {}, "n_each": {}}}
         for phase in PHASES:
             read_only = phase not in phases
             if phase == "curves":
                 for attack in self.curve_attacks:
-                    accs = []
+                    accs, n_each = [], []
                     for eps in self.curve_eps:
                         r = self._run(model, [attack], eps, state, self.curve_n, read_only)
                         accs.append(r["accuracy"].get(attack))
+                        n_each.append(r["n_images"].get(attack, 0))
                         if attack in r["n_images"]:
                             out["curve"]["n_images"][attack] = r["n_images"][attack]
                     if any(a is not None for a in accs):
                         out["curve"]["accuracy"][attack] = accs
+                        out["curve"]["n_each"][attack] = n_each
                 continue
             r = self._run(model, PHASE_ATTACKS[phase], self.eps, state, read_only=read_only)
             for key in ("accuracy", "n_images", "correct", "seconds", "computed_on"):
                 out[key].update(r[key])
         return out
+
+    def pending(self, label: str, result: dict[str, Any]) -> list[dict[str, Any]]:
+        """What the state does not cover yet for one model's ``evaluate_model`` result: each
+        attack (and eps-curve point) with fewer images than the grid asks for."""
+        size = len(self.dataset)
+        todo = []
+        for attack in (a for phase in PHASES if phase != "curves" for a in PHASE_ATTACKS[phase]):
+            want = min(self.limits.get(attack, size), size)
+            have = result["n_images"].get(attack, 0)
+            if have < want:
+                todo.append({"row": label, "attack": attack, "eps": self.eps, "images": have, "of": want})
+        for attack in self.curve_attacks:
+            want = min(self.curve_n.get(attack, size), size)
+            n_each = result["curve"].get("n_each", {}).get(attack) or [0] * len(self.curve_eps)
+            todo += [{"row": label, "attack": attack, "eps": eps, "images": have, "of": want}
+                     for eps, have in zip(self.curve_eps, n_each) if have < want]
+        return todo
 
 
 def build_rows(results: dict[str, dict[str, Any]], models: Sequence[GridModel], n_boot: int = 2000,
@@ -435,18 +454,20 @@ def evaluate_grid(config: dict[str, Any], dataset: ImageTensors, *, phases: Sequ
                           progress=progress, batch_sizes=batch_sizes)
     results: dict[str, dict[str, Any]] = {}
     loaded: dict[str, tuple[nn.Module, str]] = {}
+    shas: dict[str, str] = {}
     for model_ref in models:
         model, card = load_backbone(model_ref.path, device=device)
         if abs(card["eps"] - config["eps"]) > 1e-9:
             raise CheckpointError(f"{model_ref.path.name} was trained at eps {card['eps']}, config says {config['eps']}")
         loaded[model_ref.label] = (model, card["sha256"])
+        shas[model_ref.label] = card["sha256"]
         # Every model's finished results first (read from the state, nothing computed), so a run
         # cut in any phase still writes a JSON with every row.
         results[model_ref.label] = grid.evaluate_model(model, card["sha256"], model_ref.label, phases=())
     started = time.perf_counter()
 
     def write() -> dict[str, Any]:
-        result = _grid_result(config, grid, models, results, seed, command, time.perf_counter() - started)
+        result = _grid_result(config, grid, models, results, seed, command, time.perf_counter() - started, shas)
         atomic_write_text(out, json.dumps(result, indent=2) + "\n")
         atomic_write_text(out.with_suffix(".md"), robustness_markdown(result) + "\n")
         return result
@@ -464,6 +485,39 @@ def evaluate_grid(config: dict[str, Any], dataset: ImageTensors, *, phases: Sequ
     if not phases:
         curves_png(result, out.with_name(out.stem + "_curves.png"))
     return result
+
+
+def grid_stale_reason(config: dict[str, Any], result_path: str | Path | None = None) -> str | None:
+    """Why the grid of ``config`` must (re)run, or None when its result JSON is complete (nothing
+    pending), was assembled with the recipe's [evaluation] settings (as the pipeline runs it) and
+    has a row for every grid checkpoint with that checkpoint's sha256. Reads JSON and cards only."""
+    path = Path(result_path or f"benchmarks/results/robustness_{config.get('name', 'config')}.json")
+    if not path.is_file():
+        return "no robustness result yet"
+    saved = json.loads(path.read_text())
+    if not saved.get("complete", False):
+        pending = saved.get("pending")
+        if pending is None:
+            return "result written before completeness was recorded"
+        return f"{len(pending)} attack/eps entries still to compute (per-batch state resumes them)"
+    evaluation = config.get("evaluation", {})
+    expected = {"eps": config["eps"], "seed": 0, "batch_size": evaluation.get("batch_size", 500),
+                "batch_sizes": evaluation.get("batch_sizes", {}),
+                "limits": {**DEFAULT_LIMITS, **evaluation.get("limits", {})},
+                "steps": {**DEFAULT_STEPS, **evaluation.get("steps", {})},
+                "curve_n": {**DEFAULT_CURVE_N, **evaluation.get("curve_n", {})}, "curve_attacks": ["pgd", "autoattack"]}
+    changed = sorted(k for k, v in expected.items() if saved.get(k) != v)
+    if changed:
+        return "[evaluation] settings changed: " + ", ".join(changed)
+    rows = {(r["defense"], r["cafe"]): r.get("sha256") for r in saved.get("rows", [])}
+    for model in grid_models(config["checkpoint_dir"]):
+        if not model.path.is_file():
+            continue
+        if (model.defense, model.cafe) not in rows:
+            return f"no row for {model.label}"
+        if rows[(model.defense, model.cafe)] != read_card(model.path).get("sha256"):
+            return f"{model.label} changed since it was evaluated"
+    return None
 
 
 def curves_png(result: dict[str, Any], path: str | Path) -> Path | None:
@@ -514,8 +568,13 @@ def paired_difference(a: dict[str, Any], b: dict[str, Any], seed: int = 0, n_boo
     return out
 
 
-def _grid_result(config, grid: RobustnessGrid, models, results, seed, command, seconds) -> dict[str, Any]:
+def _grid_result(config, grid: RobustnessGrid, models, results, seed, command, seconds,
+                 shas: dict[str, str]) -> dict[str, Any]:
     rows = build_rows(results, models, seed=seed)
+    for row, model in zip(rows, [m for m in models if m.label in results]):
+        row["sha256"] = shas.get(model.label)
+    # What is still to compute, so the pipeline can tell a finished grid from one to resume.
+    pending = [item for m in models if m.label in results for item in grid.pending(m.label, results[m.label])]
     versus = None
     if "defense_adv-cafe" in results and "defense_adv-control-h0" in results:
         versus = paired_difference(results["defense_adv-cafe"], results["defense_adv-control-h0"], seed)
@@ -523,9 +582,9 @@ def _grid_result(config, grid: RobustnessGrid, models, results, seed, command, s
     # Which machines computed each column's stored batches (over all rows), e.g. a GPU run's.
     computed_on = {c: sorted({h for r in rows for h in r["computed_on"].get(c, [])}) for c in COLUMNS}
     return {"config": config.get("name"), "dataset": config["dataset"], "backbone": config["backbone"],
-            "eps": config["eps"], "seed": seed, "n_images": n_images, "steps": grid.steps,
+            "eps": config["eps"], "seed": seed, "n_images": n_images, "steps": grid.steps, "limits": grid.limits,
             "batch_size": grid.batch_size, "batch_sizes": grid.batch_sizes, "computed_on": {c: h for c, h in computed_on.items() if h},
-            "curve_eps": grid.curve_eps, "curve_n": grid.curve_n, "rows": rows, "claim": claim_check(rows),
+            "curve_eps": grid.curve_eps, "curve_n": grid.curve_n, "curve_attacks": list(grid.curve_attacks), "rows": rows, "claim": claim_check(rows),
             # The same test on the other attack columns (the paper's claim is on AutoAttack only).
             "claim_other_columns": {c: claim_check(rows, c) for c in ("pgd", "cw", "apgd_ce", "apgd_dlr", "worst")
                                     if any(c in r.get("ci95", {}) for r in rows)},
@@ -533,4 +592,4 @@ def _grid_result(config, grid: RobustnessGrid, models, results, seed, command, s
             "adv_cafe_minus_control": versus,
             "bootstrap": {"resamples": 2000, "level": 0.95, "paired": True},
             "wall_seconds_this_run": round(seconds, 1), "hardware": hardware(), "versions": library_versions(),
-            "command": command}
+            "command": command, "complete": not pending, "pending": pending}

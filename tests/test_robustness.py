@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from cafe_core.checkpoints import read_card
 from cafe_core.data import ImageTensors
 from cafe_core.evaluate import evaluate_attacks
 from cafe_core.robustness import (COLUMNS, GridModel, RobustnessGrid, build_rows, claim_check, evaluate_grid,
@@ -286,3 +287,45 @@ def test_subset_check_compares_autoattack_images_with_all_images():
     assert check["pgd"]["delta_subset"] == pytest.approx(0.20) and check["pgd"]["delta_all"] == pytest.approx(0.0)
     assert check["pgd"]["ci95_subset"][0] > 0
     assert subset_check({"correct": {"pgd": [1] * 10}}, {"correct": {"pgd": [1] * 10}}, {}) == {}
+
+
+def test_a_finished_grid_is_up_to_date_until_a_setting_a_checkpoint_or_a_row_changes(tmp_path, fashion):
+    """The pipeline skips the evaluation only when the JSON says nothing is pending, was assembled
+    with the recipe's [evaluation] settings and has every checkpoint's current sha256."""
+    from cafe_core.checkpoints import save_checkpoint
+    from cafe_core.robustness import grid_stale_reason
+
+    from .conftest import CARD, make_lite
+
+    folder = tmp_path / "ckpt"
+    for seed, label in enumerate(["defense_adv", "defense_adv-cafe"]):
+        save_checkpoint(folder / f"{label}.safetensors", {"model": make_lite(seed)}, dict(CARD, stage="defense"))
+    evaluation = {"batch_size": 8, "limits": {"square": 4, "autoattack": 4, "cw": 4, "apgd_ce": 4, "apgd_dlr": 4},
+                  "steps": {"pgd": 2, "square": 5, "cw": 2, "apgd_ce": 2, "apgd_dlr": 2, "autoattack": 2},
+                  "curve_n": {"pgd": 4, "autoattack": 4}}
+    config = {"name": "toy", "dataset": "fashion-mnist", "backbone": "lite", "eps": 0.1,
+              "checkpoint_dir": str(folder), "evaluation": evaluation}
+    data = fashion[2].subset(torch.arange(8))
+    out = tmp_path / "results" / "robustness_toy.json"
+    assert grid_stale_reason(config, out) == "no robustness result yet"
+    kwargs = dict(out=out, limits=evaluation["limits"], steps=evaluation["steps"], curve_n=evaluation["curve_n"],
+                  batch_size=8, log=lambda _: None)
+    partial = evaluate_grid(config, data, phases=("fast",), **kwargs)
+    assert not partial["complete"]
+    assert {"row": "defense_adv", "attack": "autoattack", "eps": 0.1, "images": 0, "of": 4} in partial["pending"]
+    assert len([p for p in partial["pending"] if p["row"] == "defense_adv" and p["attack"] == "pgd"]) == 5, \
+        "the PGD curve point at the grid's eps is the PGD column's first images; the other 5 radii are pending"
+    assert "still to compute" in grid_stale_reason(config, out)
+    done = evaluate_grid(config, data, **kwargs)
+    assert done["complete"] and done["pending"] == []
+    assert [r["sha256"] for r in done["rows"]] == [read_card(folder / f"{m}.safetensors")["sha256"]
+                                                  for m in ("defense_adv", "defense_adv-cafe")]
+    assert grid_stale_reason(config, out) is None
+    changed = {**config, "evaluation": {**evaluation, "curve_n": {"pgd": 8, "autoattack": 4}}}
+    assert grid_stale_reason(changed, out) == "[evaluation] settings changed: curve_n"
+    save_checkpoint(folder / "defense_adv-control-h0.safetensors", {"model": make_lite(5)}, dict(CARD, stage="defense"))
+    assert grid_stale_reason(config, out) == "no row for defense_adv-control-h0"
+    (folder / "defense_adv-control-h0.safetensors").unlink()
+    (folder / "defense_adv-control-h0.json").unlink()
+    save_checkpoint(folder / "defense_adv.safetensors", {"model": make_lite(7)}, dict(CARD, stage="defense"))
+    assert grid_stale_reason(config, out) == "defense_adv changed since it was evaluated"
