@@ -185,6 +185,7 @@ def robustness_markdown(result: dict[str, Any]) -> str:
                 if result.get("square_queries") == "compiled" else ""),
              *(["Computed on: " + "; ".join(f"{', '.join(cols)}: {where}" for where, cols in _by_machine(result["computed_on"]).items())
                 + ". The JSON's \"hardware\" is the machine that assembled this table."] if result.get("computed_on") else []),
+             *([_pending_line(result["pending"])] if "pending" in result else []),
              "",
              markdown_table(header, rows)]
     claim = result.get("claim")
@@ -223,6 +224,19 @@ def robustness_markdown(result: dict[str, Any]) -> str:
             f"{r['defense'].upper()} on {c}: {verdict(r['ci95'][c], 'CAFE', 'the baseline')}."
             for r in base_rows for c in ("pgd", "autoattack") if c in r["ci95"])]
     return "\n".join(lines)
+
+
+def _pending_line(pending: list[dict[str, Any]]) -> str:
+    """One sentence: the grid is complete, or what its state does not cover yet."""
+    if not pending:
+        return "Complete: every column and eps-curve point has all its images."
+    grouped: dict[str, list[str]] = {}
+    for item in pending:
+        what = f"{item['attack']}{' curve' if item.get('curve') else ''} at eps {item['eps']:g}"
+        grouped.setdefault(what, []).append(
+            f"{item['row'].removeprefix('defense_')} {item['images']}/{item['of']}")
+    return ("Still to compute (images done/asked; the same command resumes): "
+            + "; ".join(f"{what}: {', '.join(rows)}" for what, rows in grouped.items()) + ".")
 
 
 def _by_machine(computed_on: dict[str, list[str]]) -> dict[str, list[str]]:
@@ -341,7 +355,7 @@ class RobustnessGrid:
         for attack in self.curve_attacks:
             want = min(self.curve_n.get(attack, size), size)
             n_each = result["curve"].get("n_each", {}).get(attack) or [0] * len(self.curve_eps)
-            todo += [{"row": label, "attack": attack, "eps": eps, "images": have, "of": want}
+            todo += [{"row": label, "attack": attack, "eps": eps, "images": have, "of": want, "curve": True}
                      for eps, have in zip(self.curve_eps, n_each) if have < want]
         return todo
 

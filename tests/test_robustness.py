@@ -316,11 +316,14 @@ def test_a_finished_grid_is_up_to_date_until_a_setting_a_checkpoint_or_a_row_cha
     assert len([p for p in partial["pending"] if p["row"] == "defense_adv" and p["attack"] == "pgd"]) == 5, \
         "the PGD curve point at the grid's eps is the PGD column's first images; the other 5 radii are pending"
     assert "still to compute" in grid_stale_reason(config, out)
+    assert "autoattack at eps 0.1: adv 0/4, adv-cafe 0/4; " in out.with_suffix(".md").read_text()
+    assert "autoattack curve at eps 0.025: adv 0/4, adv-cafe 0/4; " in out.with_suffix(".md").read_text()
     done = evaluate_grid(config, data, **kwargs)
     assert done["complete"] and done["pending"] == []
     assert [r["sha256"] for r in done["rows"]] == [read_card(folder / f"{m}.safetensors")["sha256"]
                                                   for m in ("defense_adv", "defense_adv-cafe")]
     assert grid_stale_reason(config, out) is None
+    assert "Complete: every column" in out.with_suffix(".md").read_text()
     changed = {**config, "evaluation": {**evaluation, "curve_n": {"pgd": 8, "autoattack": 4}}}
     assert grid_stale_reason(changed, out) == "[evaluation] settings changed: curve_n"
     save_checkpoint(folder / "defense_adv-control-h0.safetensors", {"model": make_lite(5)}, dict(CARD, stage="defense"))
