@@ -257,6 +257,7 @@ def cmd_evaluate_grid(args: argparse.Namespace) -> int:
                            curve_attacks=[a.strip() for a in args.curve_attacks.split(",") if a.strip()],
                            seed=args.seed, batch_size=args.batch_size or evaluation.get("batch_size", 500),
                            batch_sizes={**evaluation.get("batch_sizes", {}), **_pairs(args.attack_batch_size)},
+                           curve_multipliers=evaluation.get("curve_multipliers"),
                            device=device, progress=not args.quiet, command=_command_line())
     print(robustness_markdown(result))
     return 0

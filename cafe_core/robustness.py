@@ -134,7 +134,7 @@ def masking_check(accuracy: dict[str, float], curve: dict[str, Any] | None = Non
         points = [v for v in values if v is not None]
         if any(later > earlier + tolerance for earlier, later in zip(points, points[1:])):
             flags.append(f"not_decreasing_with_eps:{attack}")
-        if len(points) == len(values) and points and points[-1] > zero_level:
+        if values and values[-1] is not None and values[-1] > zero_level:
             flags.append(f"large_eps_not_near_zero:{attack}")
     return {"flags": flags, "suspicious": bool(flags), "tolerance": tolerance}
 
@@ -265,6 +265,8 @@ class RobustnessGrid:
         limits: images per attack (default: all; AutoAttack 1,000; Square 500).
         steps: iterations per attack (defaults: PGD-30, CW/APGD/AutoAttack 100, Square 1,000 queries).
         curve_n: images per curve attack; curve_eps: radii of the curves.
+        curve_multipliers: per curve attack, the radii (x eps, a subset of ``CURVE_MULTIPLIERS``) it
+            is run at; the others stay None (e.g. AutoAttack, whose cost grows as eps shrinks).
         curve_attacks: attacks of the robust-accuracy-vs-eps curves.
         state_dir: one JSON per model with every per-image result (keyed by the checkpoint's sha256,
             so a retrained model is evaluated afresh).
@@ -277,7 +279,8 @@ class RobustnessGrid:
                  curve_n: dict[str, int] | None = None, curve_eps: Sequence[float] | None = None,
                  curve_attacks: Sequence[str] = ("pgd", "autoattack"), state_dir: str | Path | None = None,
                  device: str | torch.device = "cpu", progress: bool = False,
-                 batch_sizes: dict[str, int] | None = None) -> None:
+                 batch_sizes: dict[str, int] | None = None,
+                 curve_multipliers: dict[str, Sequence[float]] | None = None) -> None:
         self.dataset, self.eps, self.seed, self.batch_size = dataset, float(eps), seed, batch_size
         self.batch_sizes = {a: int(b) for a, b in (batch_sizes or {}).items()}
         self.limits = {**DEFAULT_LIMITS, **(limits or {})}
@@ -285,6 +288,12 @@ class RobustnessGrid:
         self.curve_n = {**DEFAULT_CURVE_N, **(curve_n or {})}
         self.curve_eps = [round(float(e), 6) for e in (curve_eps or [m * eps for m in CURVE_MULTIPLIERS])]
         self.curve_attacks = tuple(curve_attacks)
+        self.curve_multipliers = {a: [float(m) for m in ms] for a, ms in (curve_multipliers or {}).items()}
+        self.curve_radii = {a: [round(m * self.eps, 6) for m in self.curve_multipliers[a]]
+                            if a in self.curve_multipliers else list(self.curve_eps) for a in self.curve_attacks}
+        for attack, radii in self.curve_radii.items():
+            if not set(radii) <= set(self.curve_eps):
+                raise ValueError(f"curve radii of {attack} {radii} are not on the curves' eps axis {self.curve_eps}")
         self.state_dir = Path(state_dir) if state_dir else None
         self.device = device
         self.progress = progress
@@ -328,6 +337,10 @@ class RobustnessGrid:
                 for attack in self.curve_attacks:
                     accs, n_each = [], []
                     for eps in self.curve_eps:
+                        if eps not in self.curve_radii[attack]:  # not asked for this attack
+                            accs.append(None)
+                            n_each.append(0)
+                            continue
                         r = self._run(model, [attack], eps, state, self.curve_n, read_only)
                         accs.append(r["accuracy"].get(attack))
                         n_each.append(r["n_images"].get(attack, 0))
@@ -356,7 +369,7 @@ class RobustnessGrid:
             want = min(self.curve_n.get(attack, size), size)
             n_each = result["curve"].get("n_each", {}).get(attack) or [0] * len(self.curve_eps)
             todo += [{"row": label, "attack": attack, "eps": eps, "images": have, "of": want, "curve": True}
-                     for eps, have in zip(self.curve_eps, n_each) if have < want]
+                     for eps, have in zip(self.curve_eps, n_each) if have < want and eps in self.curve_radii[attack]]
         return todo
 
 
@@ -445,7 +458,7 @@ def evaluate_grid(config: dict[str, Any], dataset: ImageTensors, *, phases: Sequ
                   limits: dict[str, int] | None = None, steps: dict[str, int] | None = None,
                   curve_n: dict[str, int] | None = None, curve_attacks: Sequence[str] = ("pgd", "autoattack"),
                   seed: int = 0, batch_size: int = 500, batch_sizes: dict[str, int] | None = None,
-                  device: str | torch.device = "cpu", progress: bool = False, command: str = "",
+                  curve_multipliers: dict[str, Sequence[float]] | None = None, device: str | torch.device = "cpu", progress: bool = False, command: str = "",
                   log: Callable[[str], None] = print) -> dict[str, Any]:
     """Evaluate every grid checkpoint of ``config`` phase by phase and write the JSON + markdown
     after each model, so an interrupted run leaves a valid, partial (n recorded) result with a
@@ -465,7 +478,7 @@ def evaluate_grid(config: dict[str, Any], dataset: ImageTensors, *, phases: Sequ
         raise CheckpointError(f"no defense checkpoints in {config['checkpoint_dir']}; train the defense stage first")
     grid = RobustnessGrid(dataset, config["eps"], seed=seed, batch_size=batch_size, limits=limits, steps=steps,
                           curve_n=curve_n, curve_attacks=curve_attacks, state_dir=state_dir, device=device,
-                          progress=progress, batch_sizes=batch_sizes)
+                          progress=progress, batch_sizes=batch_sizes, curve_multipliers=curve_multipliers)
     results: dict[str, dict[str, Any]] = {}
     loaded: dict[str, tuple[nn.Module, str]] = {}
     shas: dict[str, str] = {}
@@ -519,7 +532,8 @@ def grid_stale_reason(config: dict[str, Any], result_path: str | Path | None = N
                 "batch_sizes": evaluation.get("batch_sizes", {}),
                 "limits": {**DEFAULT_LIMITS, **evaluation.get("limits", {})},
                 "steps": {**DEFAULT_STEPS, **evaluation.get("steps", {})},
-                "curve_n": {**DEFAULT_CURVE_N, **evaluation.get("curve_n", {})}, "curve_attacks": ["pgd", "autoattack"]}
+                "curve_n": {**DEFAULT_CURVE_N, **evaluation.get("curve_n", {})}, "curve_attacks": ["pgd", "autoattack"],
+                "curve_multipliers": {a: [float(m) for m in ms] for a, ms in evaluation.get("curve_multipliers", {}).items()}}
     changed = sorted(k for k, v in expected.items() if saved.get(k) != v)
     if changed:
         return "[evaluation] settings changed: " + ", ".join(changed)
@@ -598,7 +612,8 @@ def _grid_result(config, grid: RobustnessGrid, models, results, seed, command, s
     return {"config": config.get("name"), "dataset": config["dataset"], "backbone": config["backbone"],
             "eps": config["eps"], "seed": seed, "n_images": n_images, "steps": grid.steps, "limits": grid.limits,
             "batch_size": grid.batch_size, "batch_sizes": grid.batch_sizes, "computed_on": {c: h for c, h in computed_on.items() if h},
-            "curve_eps": grid.curve_eps, "curve_n": grid.curve_n, "curve_attacks": list(grid.curve_attacks), "rows": rows, "claim": claim_check(rows),
+            "curve_eps": grid.curve_eps, "curve_n": grid.curve_n, "curve_attacks": list(grid.curve_attacks),
+            "curve_multipliers": grid.curve_multipliers, "rows": rows, "claim": claim_check(rows),
             # The same test on the other attack columns (the paper's claim is on AutoAttack only).
             "claim_other_columns": {c: claim_check(rows, c) for c in ("pgd", "cw", "apgd_ce", "apgd_dlr", "worst")
                                     if any(c in r.get("ci95", {}) for r in rows)},

@@ -302,14 +302,14 @@ def test_a_finished_grid_is_up_to_date_until_a_setting_a_checkpoint_or_a_row_cha
         save_checkpoint(folder / f"{label}.safetensors", {"model": make_lite(seed)}, dict(CARD, stage="defense"))
     evaluation = {"batch_size": 8, "limits": {"square": 4, "autoattack": 4, "cw": 4, "apgd_ce": 4, "apgd_dlr": 4},
                   "steps": {"pgd": 2, "square": 5, "cw": 2, "apgd_ce": 2, "apgd_dlr": 2, "autoattack": 2},
-                  "curve_n": {"pgd": 4, "autoattack": 4}}
+                  "curve_n": {"pgd": 4, "autoattack": 4}, "curve_multipliers": {"autoattack": [1.0, 4.0]}}
     config = {"name": "toy", "dataset": "fashion-mnist", "backbone": "lite", "eps": 0.1,
               "checkpoint_dir": str(folder), "evaluation": evaluation}
     data = fashion[2].subset(torch.arange(8))
     out = tmp_path / "results" / "robustness_toy.json"
     assert grid_stale_reason(config, out) == "no robustness result yet"
     kwargs = dict(out=out, limits=evaluation["limits"], steps=evaluation["steps"], curve_n=evaluation["curve_n"],
-                  batch_size=8, log=lambda _: None)
+                  curve_multipliers=evaluation["curve_multipliers"], batch_size=8, log=lambda _: None)
     partial = evaluate_grid(config, data, phases=("fast",), **kwargs)
     assert not partial["complete"]
     assert {"row": "defense_adv", "attack": "autoattack", "eps": 0.1, "images": 0, "of": 4} in partial["pending"]
@@ -317,15 +317,21 @@ def test_a_finished_grid_is_up_to_date_until_a_setting_a_checkpoint_or_a_row_cha
         "the PGD curve point at the grid's eps is the PGD column's first images; the other 5 radii are pending"
     assert "still to compute" in grid_stale_reason(config, out)
     assert "autoattack at eps 0.1: adv 0/4, adv-cafe 0/4; " in out.with_suffix(".md").read_text()
-    assert "autoattack curve at eps 0.025: adv 0/4, adv-cafe 0/4; " in out.with_suffix(".md").read_text()
+    assert "autoattack curve at eps 0.4: adv 0/4, adv-cafe 0/4." in out.with_suffix(".md").read_text()
+    assert "autoattack curve at eps 0.025" not in out.with_suffix(".md").read_text(), "not asked for"
     done = evaluate_grid(config, data, **kwargs)
     assert done["complete"] and done["pending"] == []
+    aa_curve = done["rows"][0]["eps_curve"]["accuracy"]["autoattack"]
+    assert [v is None for v in aa_curve] == [True, True, False, True, True, False]
+    assert aa_curve[2] == done["rows"][0]["autoattack"], "the point at eps is the AutoAttack column's images"
     assert [r["sha256"] for r in done["rows"]] == [read_card(folder / f"{m}.safetensors")["sha256"]
                                                   for m in ("defense_adv", "defense_adv-cafe")]
     assert grid_stale_reason(config, out) is None
     assert "Complete: every column" in out.with_suffix(".md").read_text()
     changed = {**config, "evaluation": {**evaluation, "curve_n": {"pgd": 8, "autoattack": 4}}}
     assert grid_stale_reason(changed, out) == "[evaluation] settings changed: curve_n"
+    six = {**config, "evaluation": {k: v for k, v in evaluation.items() if k != "curve_multipliers"}}
+    assert grid_stale_reason(six, out) == "[evaluation] settings changed: curve_multipliers"
     save_checkpoint(folder / "defense_adv-control-h0.safetensors", {"model": make_lite(5)}, dict(CARD, stage="defense"))
     assert grid_stale_reason(config, out) == "no row for defense_adv-control-h0"
     (folder / "defense_adv-control-h0.safetensors").unlink()
