@@ -540,6 +540,8 @@ def grid_stale_reason(config: dict[str, Any], result_path: str | Path | None = N
     rows = {(r["defense"], r["cafe"]): r.get("sha256") for r in saved.get("rows", [])}
     for model in grid_models(config["checkpoint_dir"]):
         if not model.path.is_file():
+            if (model.defense, model.cafe) in rows:  # retrained before the grid step: check it again then
+                return f"{model.label} has a row but no checkpoint"
             continue
         if (model.defense, model.cafe) not in rows:
             return f"no row for {model.label}"

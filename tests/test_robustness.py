@@ -336,5 +336,7 @@ def test_a_finished_grid_is_up_to_date_until_a_setting_a_checkpoint_or_a_row_cha
     assert grid_stale_reason(config, out) == "no row for defense_adv-control-h0"
     (folder / "defense_adv-control-h0.safetensors").unlink()
     (folder / "defense_adv-control-h0.json").unlink()
+    (folder / "defense_adv.safetensors").rename(tmp_path / "kept.safetensors")
+    assert grid_stale_reason(config, out) == "defense_adv has a row but no checkpoint"
     save_checkpoint(folder / "defense_adv.safetensors", {"model": make_lite(7)}, dict(CARD, stage="defense"))
     assert grid_stale_reason(config, out) == "defense_adv changed since it was evaluated"
