@@ -95,6 +95,9 @@ def main() -> int:
     parser.add_argument("--extra", default="", help="more arguments for every evaluate command")
     parser.add_argument("--throughput", default=None, help="arguments for benchmarks/gpu_throughput.py (run first)")
     parser.add_argument("--throughput-timeout", type=float, default=120, help="seconds before it is stopped")
+    parser.add_argument("--parallel", type=int, default=None,
+                        help="rows evaluated at once (default: all); the next slot goes to the row with the "
+                             "fewest rounds done, so every row advances evenly")
     parser.add_argument("--retries", type=int, default=2)
     parser.add_argument("--pack-every", type=float, default=20)
     args = parser.parse_args()
@@ -149,8 +152,16 @@ def main() -> int:
         running[row] = subprocess.Popen(plan[row][position[row]], cwd=ROOT, env=env, stdout=handles[row],
                                         stderr=subprocess.STDOUT, start_new_session=True)
 
-    for row in rows:
-        launch(row)
+    slots = args.parallel or len(rows)
+
+    def fill_slots() -> None:
+        """Start the rows with the fewest rounds done (then in grid order) while slots are free."""
+        ready = [row for row in rows if row not in running and position[row] < len(rounds)
+                 and failures[row] <= args.retries]
+        for row in sorted(ready, key=lambda r: position[r])[:max(slots - len(running), 0)]:
+            launch(row)
+
+    fill_slots()
     last_pack = time.monotonic()
     while running and time.monotonic() < deadline:
         time.sleep(1)
@@ -168,10 +179,7 @@ def main() -> int:
                 failures[row] += 1
                 print(f"{elapsed:6.0f} s  {row}: exit {code} (failure {failures[row]}); see {log_dir / (row + '.log')}",
                       flush=True)
-                if failures[row] > args.retries:
-                    continue
-            if position[row] < len(rounds):
-                launch(row)
+        fill_slots()
         if time.monotonic() - last_pack > args.pack_every:
             pack(state_dir, log_dir, extra_files, target)
             print(f"{time.monotonic() - started:6.0f} s  autoattack images stored: {progress_line(state_dir, config['eps'])}", flush=True)

@@ -22,18 +22,23 @@ def test_round_arguments():
 def test_one_row_runs_its_rounds_and_the_state_comes_back_packed(tmp_path):
     results = tmp_path / "robustness_fashion_lite.json"
     command = [sys.executable, "benchmarks/gpu_grid.py", "--out-dir", str(tmp_path / "out"), "--results", str(results),
-               "--models", "defense_adv-cafe", "--rounds", "fast;fast", "--budget", "300", "--pack-every", "1",
+               "--models", "defense_adv-cafe,defense_adv", "--parallel", "1", "--rounds", "fast;fast",
+               "--budget", "300", "--pack-every", "1",
                "--extra", "--n 16 --batch-size 8 --limit square=8 --steps square=5 --steps pgd=2 --threads 1"]
     run = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout + run.stderr
-    assert "defense_adv-cafe: round 2/2 done" in run.stdout and "rows with rounds left: none" in run.stdout
+    assert "rows with rounds left: none" in run.stdout
+    # One slot: each row finishes its first round before either starts its second.
+    done = [line.split()[2:5] for line in run.stdout.splitlines() if line.endswith("done")]
+    assert done == [["defense_adv:", "round", "1/2"], ["defense_adv-cafe:", "round", "1/2"],
+                    ["defense_adv:", "round", "2/2"], ["defense_adv-cafe:", "round", "2/2"]], run.stdout
     with tarfile.open(tmp_path / "out" / "grid_state.tar.gz") as tar:
         names = tar.getnames()
         state = json.load(tar.extractfile("defense_adv-cafe.json"))
-    assert "defense_adv-cafe.log" in names and "defense_adv.json" not in names
+    assert "defense_adv-cafe.log" in names and "defense_adv.json" in names and "defense_trades.json" not in names
     pgd = [v for k, v in state.items() if k != "sha256" and json.loads(k)[0] == "pgd"]
     assert len(pgd) == 1 and sum(map(len, pgd[0]["batches"].values())) == 16
     # Each round is its own evaluate command, logged in the row's log.
     log = (tmp_path / "gpu_grid_logs" / "defense_adv-cafe.log").read_text()
     assert log.count("$ ") == 2
-    assert json.loads(results.read_text())["rows"][0]["n"]["pgd"] == 16
+    assert all(row["n"]["pgd"] == 16 for row in json.loads(results.read_text())["rows"])
