@@ -237,7 +237,7 @@ def _evaluate_checkpoint(args: argparse.Namespace, device: torch.device) -> int:
 def cmd_evaluate_grid(args: argparse.Namespace) -> int:
     from .config import load_config
     from .data import load_split
-    from .robustness import PHASES, evaluate_grid, robustness_markdown
+    from .robustness import PHASES, evaluate_grid, grid_settings, robustness_markdown
 
     device = _setup(args)
     config = load_config(args.grid)
@@ -248,17 +248,12 @@ def cmd_evaluate_grid(args: argparse.Namespace) -> int:
     dataset = load_split(config["dataset"], "test", args.data_root, config["n_val"], config["seed"], limit=args.n)
     defenses = [d.strip() for d in args.defenses.split(",")] if args.defenses else None
     # The recipe's [evaluation] tables are the defaults; flags given here override them per attack.
-    evaluation = config.get("evaluation", {})
-    limits, steps, curve_n = ({**evaluation.get(table, {}), **_pairs(flag)} for table, flag in
-                              (("limits", args.limit), ("steps", args.steps), ("curve_n", args.curve_n)))
+    settings = grid_settings(config, limits=_pairs(args.limit), steps=_pairs(args.steps), curve_n=_pairs(args.curve_n),
+                             batch_size=args.batch_size, batch_sizes=_pairs(args.attack_batch_size), seed=args.seed,
+                             curve_attacks=[a.strip() for a in args.curve_attacks.split(",") if a.strip()])
     labels = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
     result = evaluate_grid(config, dataset, phases=phases, defenses=defenses, labels=labels, out=args.out,
-                           limits=limits, steps=steps, curve_n=curve_n,
-                           curve_attacks=[a.strip() for a in args.curve_attacks.split(",") if a.strip()],
-                           seed=args.seed, batch_size=args.batch_size or evaluation.get("batch_size", 500),
-                           batch_sizes={**evaluation.get("batch_sizes", {}), **_pairs(args.attack_batch_size)},
-                           curve_multipliers=evaluation.get("curve_multipliers"),
-                           device=device, progress=not args.quiet, command=_command_line())
+                           **settings, device=device, progress=not args.quiet, command=_command_line())
     print(robustness_markdown(result))
     return 0
 

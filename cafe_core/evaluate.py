@@ -127,7 +127,8 @@ def evaluate_attacks(model: nn.Module, dataset: ImageTensors, attacks: Sequence[
         n_steps = (steps or {}).get(name)
         key = json.dumps([name, eps, seed, n_steps, min(batch_size, n)])
         done: dict[str, Any] = state.setdefault(key, {"batches": {}, "seconds": 0.0})
-        other_key, other = _same_run_in_other_batches(state, key)
+        other_key, other = None, None  # the same run at another batch size: looked up if a batch is missing
+        unsaved_copies = False
         attack = None if name == "clean" else build_attack(name, model, eps, n_steps, seed, model.num_classes)
         if distributed.world().size > 1 and not read_only:
             _deal_batches(model, subset, attack, done, batch_size, seed, device, progress, name,
@@ -138,7 +139,10 @@ def evaluate_attacks(model: nn.Module, dataset: ImageTensors, attacks: Sequence[
             # A stored batch is reused only if it covers the same images (a different --limit
             # changes the length of the last batch).
             begin = len(correct)
-            if len(done["batches"].get(str(index), ())) != len(labels) and len(other) >= begin + len(labels):
+            missing = len(done["batches"].get(str(index), ())) != len(labels)
+            if missing and other is None:
+                other_key, other = _same_run_in_other_batches(state, key)
+            if missing and len(other) >= begin + len(labels):
                 # The same attack, eps, seed and steps on the same images, stored at another batch
                 # size (the eps curve's 100 images at the grid's eps are the first 100 of its
                 # AutoAttack run): the grouping only changes which random draws an image gets.
@@ -146,8 +150,7 @@ def evaluate_attacks(model: nn.Module, dataset: ImageTensors, attacks: Sequence[
                 done["copied_from"] = other_key
                 for where_other in state[other_key].get("computed_on", []):
                     _record_machine(done, where_other)
-                if state_path is not None and distributed.is_main() and not read_only:
-                    atomic_write_text(state_path, json.dumps(state))
+                unsaved_copies = True  # written with the next computed batch or after the loop
             if len(done["batches"].get(str(index), ())) != len(labels):
                 if read_only:
                     break
@@ -160,9 +163,12 @@ def evaluate_attacks(model: nn.Module, dataset: ImageTensors, attacks: Sequence[
                 _record_machine(done, where)
                 if state_path is not None and distributed.is_main():
                     atomic_write_text(state_path, json.dumps(state))
+                    unsaved_copies = False
             correct += done["batches"][str(index)]
             if on_batch is not None:
                 on_batch(len(correct), n)
+        if unsaved_copies and state_path is not None and distributed.is_main() and not read_only:
+            atomic_write_text(state_path, json.dumps(state))
         if read_only and not correct:
             continue
         out["accuracy"][name] = sum(correct) / max(len(correct), 1)

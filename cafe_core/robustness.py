@@ -452,6 +452,24 @@ def claim_check(rows: Sequence[dict[str, Any]], column: str = "autoattack", min_
             "target": "at least 4 of 5 defenses", "met": held >= 4, "adv_cafe_vs_control": versus_control}
 
 
+def grid_settings(config: dict[str, Any], *, limits: dict[str, int] | None = None,
+                  steps: dict[str, int] | None = None, curve_n: dict[str, int] | None = None,
+                  batch_size: int | None = None, batch_sizes: dict[str, int] | None = None, seed: int = 0,
+                  curve_attacks: Sequence[str] = ("pgd", "autoattack")) -> dict[str, Any]:
+    """The grid's settings as its JSON records them: the defaults, then the recipe's [evaluation]
+    tables, then per-attack overrides (the CLI's flags). ``evaluate_grid(config, data,
+    **grid_settings(config))`` runs the grid as the pipeline does, and ``grid_stale_reason``
+    compares a saved JSON with the same settings, so the two cannot drift apart."""
+    evaluation = config.get("evaluation", {})
+    return {"seed": seed, "batch_size": int(batch_size or evaluation.get("batch_size", 500)),
+            "batch_sizes": {a: int(b) for a, b in {**evaluation.get("batch_sizes", {}), **(batch_sizes or {})}.items()},
+            "limits": {**DEFAULT_LIMITS, **evaluation.get("limits", {}), **(limits or {})},
+            "steps": {**DEFAULT_STEPS, **evaluation.get("steps", {}), **(steps or {})},
+            "curve_n": {**DEFAULT_CURVE_N, **evaluation.get("curve_n", {}), **(curve_n or {})},
+            "curve_attacks": list(curve_attacks),
+            "curve_multipliers": {a: [float(m) for m in ms] for a, ms in evaluation.get("curve_multipliers", {}).items()}}
+
+
 def evaluate_grid(config: dict[str, Any], dataset: ImageTensors, *, phases: Sequence[str] = PHASES,
                   defenses: Iterable[str] | None = None, labels: Iterable[str] | None = None,
                   out: str | Path | None = None,
@@ -481,20 +499,19 @@ def evaluate_grid(config: dict[str, Any], dataset: ImageTensors, *, phases: Sequ
                           progress=progress, batch_sizes=batch_sizes, curve_multipliers=curve_multipliers)
     results: dict[str, dict[str, Any]] = {}
     loaded: dict[str, tuple[nn.Module, str]] = {}
-    shas: dict[str, str] = {}
     for model_ref in models:
         model, card = load_backbone(model_ref.path, device=device)
         if abs(card["eps"] - config["eps"]) > 1e-9:
             raise CheckpointError(f"{model_ref.path.name} was trained at eps {card['eps']}, config says {config['eps']}")
         loaded[model_ref.label] = (model, card["sha256"])
-        shas[model_ref.label] = card["sha256"]
         # Every model's finished results first (read from the state, nothing computed), so a run
         # cut in any phase still writes a JSON with every row.
         results[model_ref.label] = grid.evaluate_model(model, card["sha256"], model_ref.label, phases=())
     started = time.perf_counter()
 
     def write() -> dict[str, Any]:
-        result = _grid_result(config, grid, models, results, seed, command, time.perf_counter() - started, shas)
+        result = _grid_result(config, grid, models, results, seed, command, time.perf_counter() - started,
+                              {label: sha for label, (_, sha) in loaded.items()})
         atomic_write_text(out, json.dumps(result, indent=2) + "\n")
         atomic_write_text(out.with_suffix(".md"), robustness_markdown(result) + "\n")
         return result
@@ -527,13 +544,7 @@ def grid_stale_reason(config: dict[str, Any], result_path: str | Path | None = N
         if pending is None:
             return "result written before completeness was recorded"
         return f"{len(pending)} attack/eps entries still to compute (per-batch state resumes them)"
-    evaluation = config.get("evaluation", {})
-    expected = {"eps": config["eps"], "seed": 0, "batch_size": evaluation.get("batch_size", 500),
-                "batch_sizes": evaluation.get("batch_sizes", {}),
-                "limits": {**DEFAULT_LIMITS, **evaluation.get("limits", {})},
-                "steps": {**DEFAULT_STEPS, **evaluation.get("steps", {})},
-                "curve_n": {**DEFAULT_CURVE_N, **evaluation.get("curve_n", {})}, "curve_attacks": ["pgd", "autoattack"],
-                "curve_multipliers": {a: [float(m) for m in ms] for a, ms in evaluation.get("curve_multipliers", {}).items()}}
+    expected = {"eps": config["eps"], **grid_settings(config)}
     changed = sorted(k for k, v in expected.items() if saved.get(k) != v)
     if changed:
         return "[evaluation] settings changed: " + ", ".join(changed)

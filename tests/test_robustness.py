@@ -293,7 +293,7 @@ def test_a_finished_grid_is_up_to_date_until_a_setting_a_checkpoint_or_a_row_cha
     """The pipeline skips the evaluation only when the JSON says nothing is pending, was assembled
     with the recipe's [evaluation] settings and has every checkpoint's current sha256."""
     from cafe_core.checkpoints import save_checkpoint
-    from cafe_core.robustness import grid_stale_reason
+    from cafe_core.robustness import grid_settings, grid_stale_reason
 
     from .conftest import CARD, make_lite
 
@@ -308,8 +308,13 @@ def test_a_finished_grid_is_up_to_date_until_a_setting_a_checkpoint_or_a_row_cha
     data = fashion[2].subset(torch.arange(8))
     out = tmp_path / "results" / "robustness_toy.json"
     assert grid_stale_reason(config, out) == "no robustness result yet"
-    kwargs = dict(out=out, limits=evaluation["limits"], steps=evaluation["steps"], curve_n=evaluation["curve_n"],
-                  curve_multipliers=evaluation["curve_multipliers"], batch_size=8, log=lambda _: None)
+    # The settings the CLI and the pipeline run with: flags over the recipe's tables over the defaults.
+    settings = grid_settings(config)
+    assert settings["limits"]["autoattack"] == 4 and settings["steps"]["autoattack"] == 2
+    flagged = grid_settings(config, limits={"autoattack": 2}, batch_sizes={"autoattack": 4})
+    assert flagged["limits"] == {**evaluation["limits"], "autoattack": 2} and flagged["batch_sizes"] == {"autoattack": 4}
+    assert grid_settings({"eps": 0.1})["limits"]["autoattack"] == 1000, "no [evaluation] table: the defaults"
+    kwargs = dict(out=out, **settings, log=lambda _: None)
     partial = evaluate_grid(config, data, phases=("fast",), **kwargs)
     assert not partial["complete"]
     assert {"row": "defense_adv", "attack": "autoattack", "eps": 0.1, "images": 0, "of": 4} in partial["pending"]
