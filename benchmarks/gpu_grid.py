@@ -13,9 +13,15 @@ is spent the processes are stopped. ``--throughput`` first runs benchmarks/gpu_t
 
 Measured on one H100 (2026-11-27, 11 lite rows at once, batches of 2,000, cuDNN TF32 on): clean,
 FGSM, PGD-30 and the Square probe 52 s, then CW-100 + APGD-CE-100 + APGD-DLR-100 on 10,000 images
-196 s, for all rows together; AutoAttack did not finish 1,000 images per row within 200 s.
+196 s, for all rows together; AutoAttack did not finish 1,000 images per row within 200 s. On one
+H200 with ``--parallel 4`` and AutoAttack batches of 1,000, four rows at once took ~77 s per 1,000
+images each (GPU 99% busy; two rows at once ~43 s): ~20 s of GPU time per 1,000 images per lite row.
+``--parallel K`` keeps K rows running and gives each free slot to the row with the fewest rounds
+done, so the CAFE/baseline pairs end a budget with the same images.
 
     python benchmarks/gpu_grid.py --out-dir $OUT --budget 480 --throughput "--batch-size 128 --iters 20"
+    python benchmarks/gpu_grid.py --out-dir $OUT --budget 520 --parallel 4 \
+        --rounds "autoattack@4000;autoattack@5000" --extra "--attack-batch-size autoattack=1000"
     tar xzf grid_state.tar.gz    # here, at the repository root; then assemble the table:
     python -m cafe_core evaluate --grid fashion_lite --phases ""
 
