@@ -22,6 +22,8 @@ SECTIONS = [
     ("Robustness grid: five defenses, baseline vs CAFE vs the h = 0 control (Fashion-MNIST lite)",
      "robustness_fashion_lite"),
     ("The same results from the CPU and from the GPU, image by image", "cpu_gpu_agreement_fashion_lite"),
+    ("Is the grid's AutoAttack budget strong enough? 10 vs 100 iterations, image by image",
+     "autoattack_budget_fashion_lite"),
     ("What was tried: ADV-CAFE variants (weight of the CAFE term, inversion steps, eps_inv)",
      "cafe_ablation_fashion_lite"),
     ("AutoAttack with Square's queries through the compiled model (CPU)", "fast_queries_fashion_lite"),

@@ -1,0 +1,155 @@
+"""Is the grid's AutoAttack budget (10 iterations) as strong as Croce & Hein's (100)? Image by image.
+
+The robustness grid runs standard AutoAttack with torchattacks' budget ([evaluation] steps): APGD-CE,
+APGD-T and FAB-T with 10 iterations, then Square with 5,000 queries. Croce & Hein's standard
+AutoAttack gives APGD-CE, APGD-T and FAB-T 100 iterations. This runs that budget on the first N test
+images of some grid rows (per-batch, resumable state under
+benchmarks/results/state/autoattack_budget_<config>/, keyed by each checkpoint's sha256), reads the
+grid's own results for the same images from the grid's state (nothing is recomputed there) and
+reports per row: both accuracies, the images only one budget breaks, the paired bootstrap 95% CI of
+(stronger - grid), and for a CAFE or control row whose baseline is measured too, row - baseline under
+each budget. If the stronger budget moved the differences, the grid's AutoAttack column would mislead.
+
+    python benchmarks/autoattack_budget.py --config fashion_lite --rows defense_adv,defense_adv-cafe --n 200 --threads 2
+
+Writes benchmarks/results/autoattack_budget_<config>.json + .md (rewritten after every row, so a cut
+run leaves the rows it finished).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+from cafe_core.checkpoints import hardware, library_versions, load_backbone  # noqa: E402
+from cafe_core.config import load_config  # noqa: E402
+from cafe_core.data import load_split  # noqa: E402
+from cafe_core.evaluate import evaluate_attacks  # noqa: E402
+from cafe_core.reporting import markdown_table  # noqa: E402
+from cafe_core.robustness import grid_models, grid_settings, paired_bootstrap_ci  # noqa: E402
+from cafe_core.serialization import atomic_write_text  # noqa: E402
+
+
+def grid_results(model, label: str, sha256: str, test, config: dict[str, Any], settings: dict[str, Any],
+                 n: int) -> list[int]:
+    """The grid's per-image AutoAttack verdicts on the first ``n`` images, read from its state."""
+    label_path = ROOT / "benchmarks" / "results" / "state" / f"robustness_{config['name']}" / f"{label}.json"
+    if not label_path.is_file() or json.loads(label_path.read_text()).get("sha256") != sha256:
+        raise SystemExit(f"no grid state for the current {label} checkpoint ({label_path}): run the grid first")
+    r = evaluate_attacks(model, test, ["autoattack"], config["eps"], seed=settings["seed"],
+                         batch_size=settings["batch_sizes"].get("autoattack", settings["batch_size"]),
+                         limits={"autoattack": n}, state_path=label_path,
+                         steps={"autoattack": settings["steps"]["autoattack"]}, progress=False, read_only=True)
+    correct = r["correct"].get("autoattack", [])
+    if len(correct) < n:
+        raise SystemExit(f"the grid has AutoAttack on {len(correct)} images of {label}, fewer than --n {n}")
+    return correct
+
+
+def stronger_results(model, label: str, sha256: str, test, config: dict[str, Any], settings: dict[str, Any],
+                     n: int, steps: int, batch_size: int, state_dir: Path) -> tuple[list[int], float]:
+    """AutoAttack with ``steps`` iterations on the first ``n`` images (resumed from its state in ``state_dir``)."""
+    path = state_dir / f"{label}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.is_file() or json.loads(path.read_text()).get("sha256") != sha256:
+        atomic_write_text(path, json.dumps({"sha256": sha256}))  # a retrained checkpoint starts afresh
+    r = evaluate_attacks(model, test, ["autoattack"], config["eps"], seed=settings["seed"], batch_size=batch_size,
+                         limits={"autoattack": n}, state_path=path, steps={"autoattack": steps}, progress=False)
+    return r["correct"]["autoattack"], r["seconds"]["autoattack"]
+
+
+def difference(a: list[int], b: list[int]) -> dict[str, Any]:
+    """mean(a) - mean(b) over the same images with its paired bootstrap CI."""
+    return {"delta": (sum(a) - sum(b)) / len(a), "ci95": list(paired_bootstrap_ci(a, b))}
+
+
+def points(d: dict[str, Any]) -> str:
+    return f"{100 * d['delta']:+.2f} [{100 * d['ci95'][0]:+.1f}, {100 * d['ci95'][1]:+.1f}]"
+
+
+def markdown(result: dict[str, Any]) -> str:
+    steps, grid_steps = result["steps"], result["grid_steps"]
+    table = markdown_table(
+        ["row", f"AA-{grid_steps} (grid) %", f"AA-{steps} %", f"broken only by AA-{steps}",
+         f"broken only by AA-{grid_steps}", f"AA-{steps} - AA-{grid_steps} [95% CI], points", f"AA-{steps} seconds"],
+        [[r["row"], f"{100 * r['grid_accuracy']:.2f}", f"{100 * r['accuracy']:.2f}", r["broken_only_by_stronger"],
+          r["broken_only_by_grid"], points(r["stronger_minus_grid"]), f"{r['seconds']:.0f}"] for r in result["rows"]])
+    lines = [f"Standard AutoAttack (APGD-CE, APGD-T, FAB-T, then Square 5,000 queries) with {grid_steps} iterations "
+             f"(the grid's budget, read from its state) and with {steps} (Croce & Hein's standard budget is 100), "
+             f"on the same first {result['n_images']} test images ({result['config']}, eps {result['eps']}, "
+             f"seed {result['seed']}; AA-{steps} on {result['hardware']}).", "", table]
+    for p in result["pairs"]:
+        lines += ["", f"{p['row']} - {p['baseline']}: AA-{grid_steps} {points(p['grid'])}, AA-{steps} "
+                      f"{points(p['stronger'])} (points, paired 95% CI)."]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="fashion_lite")
+    parser.add_argument("--rows", default="defense_adv,defense_adv-cafe", help="comma list of grid rows")
+    parser.add_argument("--n", type=int, default=200, help="first N test images")
+    parser.add_argument("--steps", type=int, default=100, help="iterations of APGD-CE, APGD-T and FAB-T")
+    parser.add_argument("--batch-size", type=int, default=100, help="images per resumable batch")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--out", default=None, help="result JSON (default benchmarks/results/autoattack_budget_"
+                        "<config>.json); its state folder is state/<its name> beside it")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    config = load_config(args.config)
+    settings = grid_settings(config)
+    test = load_split(config["dataset"], "test", None, config["n_val"], config["seed"], download=False, limit=args.n)
+    by_label = {m.label: m for m in grid_models(config["checkpoint_dir"])}
+    labels = [r.strip() for r in args.rows.split(",") if r.strip()]
+    unknown = [label for label in labels if label not in by_label]
+    if unknown:
+        raise SystemExit(f"unknown grid row(s) {unknown}; rows look like defense_adv-cafe")
+    out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / f"autoattack_budget_{config['name']}.json"
+    state_dir = out.parent / "state" / out.stem
+    rows: list[dict[str, Any]] = []
+    verdicts: dict[str, tuple[list[int], list[int]]] = {}
+    started = time.perf_counter()
+    for label in labels:
+        model, card = load_backbone(by_label[label].path, device=args.device)
+        grid = grid_results(model, label, card["sha256"], test, config, settings, args.n)
+        strong, seconds = stronger_results(model, label, card["sha256"], test, config, settings, args.n, args.steps,
+                                           args.batch_size, state_dir)
+        verdicts[label] = (grid, strong)
+        rows.append({"row": label, "sha256": card["sha256"], "grid_accuracy": sum(grid) / len(grid),
+                     "accuracy": sum(strong) / len(strong), "seconds": seconds,
+                     "broken_only_by_stronger": sum(g and not s for g, s in zip(grid, strong)),
+                     "broken_only_by_grid": sum(s and not g for g, s in zip(grid, strong)),
+                     "stronger_minus_grid": difference(strong, grid)})
+        pairs = []
+        for row in verdicts:  # CAFE / control rows whose baseline is measured too
+            model_ref = by_label[row]
+            baseline = f"defense_{model_ref.defense}"
+            if model_ref.cafe is not False and baseline in verdicts:
+                pairs.append({"row": row, "baseline": baseline,
+                              "grid": difference(verdicts[row][0], verdicts[baseline][0]),
+                              "stronger": difference(verdicts[row][1], verdicts[baseline][1])})
+        result = {"config": config["name"], "eps": config["eps"], "seed": settings["seed"], "n_images": args.n,
+                  "steps": args.steps, "grid_steps": settings["steps"]["autoattack"], "batch_size": args.batch_size,
+                  "rows": rows, "pairs": pairs, "bootstrap": {"resamples": 2000, "level": 0.95, "paired": True},
+                  "threads": torch.get_num_threads(), "wall_seconds_this_run": round(time.perf_counter() - started, 1),
+                  "hardware": hardware(), "versions": library_versions(),
+                  "command": " ".join(["python", "benchmarks/autoattack_budget.py", *sys.argv[1:]])}
+        atomic_write_text(out, json.dumps(result, indent=2) + "\n")
+        atomic_write_text(out.with_suffix(".md"), markdown(result) + "\n")
+        print(f"{label}: AA-{result['grid_steps']} {100 * rows[-1]['grid_accuracy']:.2f}%, "
+              f"AA-{args.steps} {100 * rows[-1]['accuracy']:.2f}% ({seconds:.0f} s)", flush=True)
+    print(markdown(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,35 @@
+"""benchmarks/autoattack_budget.py: a stronger AutoAttack budget next to the grid's, on the same images."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_stronger_budget_is_compared_image_by_image_with_the_grid_and_resumes(tmp_path):
+    out = tmp_path / "autoattack_budget_fashion_lite.json"
+    command = [sys.executable, "benchmarks/autoattack_budget.py", "--rows", "defense_adv,defense_adv-cafe", "--n", "2",
+               "--steps", "1", "--batch-size", "1", "--threads", "1", "--out", str(out)]
+    first = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert first.returncode == 0, first.stdout + first.stderr
+    result = json.loads(out.read_text())
+    grid_state = ROOT / "benchmarks" / "results" / "state" / "robustness_fashion_lite"
+    assert [r["row"] for r in result["rows"]] == ["defense_adv", "defense_adv-cafe"]
+    for row in result["rows"]:
+        # The grid's verdicts are read from its stored state: the first 2 images of its AutoAttack column.
+        state = json.loads((grid_state / f"{row['row']}.json").read_text())
+        stored = state[json.dumps(["autoattack", 0.1, 0, 10, 500])]["batches"]["0"][:2]
+        assert row["grid_accuracy"] == sum(stored) / 2
+        assert 0 <= row["broken_only_by_stronger"] + row["broken_only_by_grid"] <= 2
+        assert row["accuracy"] - row["grid_accuracy"] == row["stronger_minus_grid"]["delta"]
+    assert [(p["row"], p["baseline"]) for p in result["pairs"]] == [("defense_adv-cafe", "defense_adv")]
+    assert "AA-10 (grid) %" in out.with_suffix(".md").read_text()
+    # The stronger run's per-batch state is kept beside the JSON: a second run computes nothing.
+    batches = json.loads((tmp_path / "state" / out.stem / "defense_adv.json").read_text())
+    assert sum(len(b) for k, v in batches.items() if k != "sha256" for b in v["batches"].values()) == 2
+    again = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert [r["seconds"] for r in json.loads(out.read_text())["rows"]] == [r["seconds"] for r in result["rows"]]
