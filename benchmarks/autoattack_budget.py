@@ -83,7 +83,8 @@ def markdown(result: dict[str, Any]) -> str:
         [[r["row"], f"{100 * r['grid_accuracy']:.2f}", f"{100 * r['accuracy']:.2f}", r["broken_only_by_stronger"],
           r["broken_only_by_grid"], points(r["stronger_minus_grid"]), f"{r['seconds']:.0f}"] for r in result["rows"]])
     lines = [f"Standard AutoAttack (APGD-CE, APGD-T, FAB-T, then Square 5,000 queries) with {grid_steps} iterations "
-             f"(the grid's budget, read from its state) and with {steps} (Croce & Hein's standard budget is 100), "
+             f"(the grid's budget, read from its state) and with {steps}"
+             + (" (Croce & Hein's standard budget), " if steps == 100 else ", ") +
              f"on the same first {result['n_images']} test images ({result['config']}, eps {result['eps']}, "
              f"seed {result['seed']}; AA-{steps} on {result['hardware']}).", "", table]
     for p in result["pairs"]:
