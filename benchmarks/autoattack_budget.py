@@ -32,23 +32,21 @@ import torch  # noqa: E402
 from cafe_core.checkpoints import hardware, library_versions, load_backbone  # noqa: E402
 from cafe_core.config import load_config  # noqa: E402
 from cafe_core.data import load_split  # noqa: E402
-from cafe_core.evaluate import evaluate_attacks  # noqa: E402
 from cafe_core.reporting import markdown_table  # noqa: E402
-from cafe_core.robustness import grid_models, grid_settings, paired_bootstrap_ci  # noqa: E402
+from cafe_core.robustness import RobustnessGrid, grid_models, grid_settings, paired_bootstrap_ci  # noqa: E402
 from cafe_core.serialization import atomic_write_text  # noqa: E402
 
 
 def grid_results(model, label: str, sha256: str, test, config: dict[str, Any], settings: dict[str, Any],
                  n: int) -> list[int]:
     """The grid's per-image AutoAttack verdicts on the first ``n`` images, read from its state."""
-    label_path = ROOT / "benchmarks" / "results" / "state" / f"robustness_{config['name']}" / f"{label}.json"
-    if not label_path.is_file() or json.loads(label_path.read_text()).get("sha256") != sha256:
-        raise SystemExit(f"no grid state for the current {label} checkpoint ({label_path}): run the grid first")
-    r = evaluate_attacks(model, test, ["autoattack"], config["eps"], seed=settings["seed"],
-                         batch_size=settings["batch_sizes"].get("autoattack", settings["batch_size"]),
-                         limits={"autoattack": n}, state_path=label_path,
-                         steps={"autoattack": settings["steps"]["autoattack"]}, progress=False, read_only=True)
-    correct = r["correct"].get("autoattack", [])
+    state_dir = ROOT / "benchmarks" / "results" / "state" / f"robustness_{config['name']}"
+    # Checked here, read-only: the grid itself would discard a state whose checkpoint has changed.
+    path = state_dir / f"{label}.json"
+    if (json.loads(path.read_text()).get("sha256") if path.is_file() else None) != sha256:
+        raise SystemExit(f"no grid state for the current {label} checkpoint in {state_dir}: run the grid first")
+    grid = RobustnessGrid(test, config["eps"], **settings, state_dir=state_dir)
+    correct = grid.evaluate_model(model, sha256, label, phases=())["correct"].get("autoattack", [])
     if len(correct) < n:
         raise SystemExit(f"the grid has AutoAttack on {len(correct)} images of {label}, fewer than --n {n}")
     return correct
@@ -56,13 +54,11 @@ def grid_results(model, label: str, sha256: str, test, config: dict[str, Any], s
 
 def stronger_results(model, label: str, sha256: str, test, config: dict[str, Any], settings: dict[str, Any],
                      n: int, steps: int, batch_size: int, state_dir: Path) -> tuple[list[int], float]:
-    """AutoAttack with ``steps`` iterations on the first ``n`` images (resumed from its state in ``state_dir``)."""
-    path = state_dir / f"{label}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not path.is_file() or json.loads(path.read_text()).get("sha256") != sha256:
-        atomic_write_text(path, json.dumps({"sha256": sha256}))  # a retrained checkpoint starts afresh
-    r = evaluate_attacks(model, test, ["autoattack"], config["eps"], seed=settings["seed"], batch_size=batch_size,
-                         limits={"autoattack": n}, state_path=path, steps={"autoattack": steps}, progress=False)
+    """AutoAttack with ``steps`` iterations on the first ``n`` images, through the grid's own
+    resumable state (keyed by the checkpoint's sha256) in ``state_dir``."""
+    grid = RobustnessGrid(test, config["eps"], seed=settings["seed"], batch_size=batch_size,
+                          limits={"autoattack": n}, steps={"autoattack": steps}, state_dir=state_dir)
+    r = grid.evaluate_model(model, sha256, label, phases=("autoattack",))
     return r["correct"]["autoattack"], r["seconds"]["autoattack"]
 
 
