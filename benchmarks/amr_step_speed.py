@@ -17,14 +17,12 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from cafe_core.amr_gmm import AMRStage  # noqa: E402
-from cafe_core.checkpoints import hardware, library_versions  # noqa: E402
-from cafe_core.models import create_model  # noqa: E402
-from cafe_core.reporting import markdown_table  # noqa: E402
-from cafe_core.serialization import atomic_write_text  # noqa: E402
-from cafe_core.train import Precision, pick_device  # noqa: E402
+from cafe_core.amr_gmm import AMRStage
+from cafe_core.checkpoints import hardware, library_versions
+from cafe_core.models import create_model
+from cafe_core.reporting import markdown_table
+from cafe_core.serialization import atomic_write_text
+from cafe_core.train import Precision, pick_device
 
 
 def timed(fn, device: torch.device) -> float:

@@ -28,13 +28,14 @@ from typing import Any
 
 import httpx
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from benchmarks import load_app
+from cafe_core.checkpoints import hardware, library_versions, read_card
+from cafe_core.predict import checkpoint_dir
+from cafe_core.provenance import repo_relative
+from cafe_core.reporting import markdown_table
+from cafe_core.serialization import atomic_write_text
 
-from cafe_core.checkpoints import hardware, library_versions, read_card  # noqa: E402
-from cafe_core.predict import checkpoint_dir  # noqa: E402
-from cafe_core.reporting import markdown_table  # noqa: E402
-from cafe_core.serialization import atomic_write_text  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def free_port() -> int:
@@ -87,7 +88,7 @@ def main() -> None:
     args = parser.parse_args()
     import gradio_client
 
-    import app  # noqa: E402  (for the example list and defaults only; the server is a separate process)
+    app = load_app()  # for the example list and defaults only; the server is a separate process
 
     port = free_port()
     command = [sys.executable, str(ROOT / "app.py"), "--port", str(port)]
@@ -134,7 +135,7 @@ def main() -> None:
               "explore_p50_gradio_download_s": statistics.median(library_times) if library_times else None,
               "gradio_download_requests": len(library_times), "attack": f"pgd-{args.steps}", "eps_255": eps_255,
               "feature_inversion_steps": app.FEATURE_STEPS, "target_p50_s": 1.0, "target_p95_s": 2.0,
-              "checkpoints": str(folder), "hardware": hardware(), "versions": library_versions(),
+              "checkpoints": repo_relative(folder), "hardware": hardware(), "versions": library_versions(),
               "command": " ".join(["python", "benchmarks/app_latency.py", *sys.argv[1:]]),
               "wall_s": time.perf_counter() - started}
     out = Path(args.out)

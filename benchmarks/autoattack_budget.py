@@ -24,26 +24,24 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from cafe_core.checkpoints import hardware, library_versions, load_backbone
+from cafe_core.config import load_config
+from cafe_core.data import load_split
+from cafe_core.grid_state import find_state
+from cafe_core.reporting import markdown_table
+from cafe_core.robustness import RobustnessGrid, grid_models, grid_settings, paired_bootstrap_ci
+from cafe_core.serialization import atomic_write_text
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-import torch  # noqa: E402
-
-from cafe_core.checkpoints import hardware, library_versions, load_backbone  # noqa: E402
-from cafe_core.config import load_config  # noqa: E402
-from cafe_core.data import load_split  # noqa: E402
-from cafe_core.reporting import markdown_table  # noqa: E402
-from cafe_core.robustness import RobustnessGrid, grid_models, grid_settings, paired_bootstrap_ci  # noqa: E402
-from cafe_core.serialization import atomic_write_text  # noqa: E402
 
 
 def grid_results(model, label: str, sha256: str, test, config: dict[str, Any], settings: dict[str, Any],
                  n: int) -> list[int]:
     """The grid's per-image AutoAttack verdicts on the first ``n`` images, read from its state."""
     state_dir = ROOT / "benchmarks" / "results" / "state" / f"robustness_{config['name']}"
-    # Checked here, read-only: the grid itself would discard a state whose checkpoint has changed.
-    path = state_dir / f"{label}.json"
-    if (json.loads(path.read_text()).get("sha256") if path.is_file() else None) != sha256:
+    if find_state(state_dir, label, sha256) is None:
         raise SystemExit(f"no grid state for the current {label} checkpoint in {state_dir}: run the grid first")
     grid = RobustnessGrid(test, config["eps"], **settings, state_dir=state_dir)
     correct = grid.evaluate_model(model, sha256, label, phases=())["correct"].get("autoattack", [])

@@ -23,18 +23,17 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from cafe_core.checkpoints import hardware, library_versions, load_backbone, read_card
+from cafe_core.config import load_config
+from cafe_core.data import load_split
+from cafe_core.reporting import markdown_table
+from cafe_core.robustness import RobustnessGrid, paired_difference, verdict
+from cafe_core.serialization import atomic_write_text
+from cafe_core.stages import run_stage
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-import torch  # noqa: E402
-
-from cafe_core.checkpoints import hardware, library_versions, load_backbone, read_card  # noqa: E402
-from cafe_core.config import load_config  # noqa: E402
-from cafe_core.data import load_split  # noqa: E402
-from cafe_core.reporting import markdown_table  # noqa: E402
-from cafe_core.robustness import RobustnessGrid, paired_difference, verdict  # noqa: E402
-from cafe_core.serialization import atomic_write_text  # noqa: E402
-from cafe_core.stages import run_stage  # noqa: E402
 
 #: name -> overrides of the grid recipe (the grid's ADV-CAFE: eps_inv 0.05, 2 steps, weight 1).
 VARIANTS: dict[str, dict[str, Any]] = {

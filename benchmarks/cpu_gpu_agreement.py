@@ -19,13 +19,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from cafe_core.checkpoints import read_card
+from cafe_core.config import load_config
+from cafe_core.evaluate import normalise_state_keys
+from cafe_core.grid_state import current_state_files
+from cafe_core.reporting import markdown_table
+from cafe_core.robustness import grid_models, paired_bootstrap_ci
+from cafe_core.serialization import atomic_write_text
 
-from cafe_core.evaluate import normalise_state_keys  # noqa: E402
-from cafe_core.reporting import markdown_table  # noqa: E402
-from cafe_core.robustness import paired_bootstrap_ci  # noqa: E402
-from cafe_core.serialization import atomic_write_text  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 #: Entries stored before per-column provenance was recorded were all computed on this project's
 #: CPU machine (no GPU was lent before 2026-11-27); the state files say so explicitly since then.
@@ -73,10 +75,14 @@ def main() -> int:
     parser.add_argument("--config", default="fashion_lite")
     args = parser.parse_args()
     state_dir = ROOT / "benchmarks" / "results" / "state" / f"robustness_{args.config}"
+    config = load_config(args.config)
+    # The state of the current checkpoints only (a retrained row keeps its old results in a file of its own).
+    shas = {m.label: read_card(m.path)["sha256"] for m in grid_models(ROOT / config["checkpoint_dir"])
+            if m.path.is_file()}
     rows = []
-    for path in sorted(state_dir.glob("*.json")):
+    for label, path in sorted(current_state_files(state_dir, shas).items(), key=lambda item: item[1].name):
         for record in compare_state(json.loads(path.read_text())):
-            rows.append({"model": path.stem, **record})
+            rows.append({"model": label, **record})
     if not rows:
         raise SystemExit(f"no attack stored by both a CPU and a GPU under {state_dir}")
     totals: dict[str, dict[str, int]] = {}

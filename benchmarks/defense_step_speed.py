@@ -17,17 +17,15 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from cafe_core.config import load_config, stage_config  # noqa: E402
-from cafe_core.checkpoints import hardware, library_versions  # noqa: E402
-from cafe_core.defense_stage import DefenseStage  # noqa: E402
-from cafe_core.defenses import DEFENSES  # noqa: E402
-from cafe_core.models import create_model  # noqa: E402
-from cafe_core.models.estimator import create_estimator  # noqa: E402
-from cafe_core.reporting import markdown_table  # noqa: E402
-from cafe_core.serialization import atomic_write_text  # noqa: E402
-from cafe_core.train import Precision, Runtime, pick_device  # noqa: E402
+from cafe_core.config import load_config, stage_config
+from cafe_core.checkpoints import hardware, library_versions
+from cafe_core.defense_stage import DefenseStage
+from cafe_core.defenses import DEFENSES
+from cafe_core.models import create_model
+from cafe_core.models.estimator import create_estimator
+from cafe_core.reporting import markdown_table
+from cafe_core.serialization import atomic_write_text
+from cafe_core.train import Precision, Runtime, pick_device
 
 
 def defense_stage(cfg: dict, defense: str, cafe: str | None, channels: int, device: torch.device,

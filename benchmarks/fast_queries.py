@@ -19,18 +19,17 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
+from cafe_core.checkpoints import hardware, library_versions, load_backbone
+from cafe_core.config import load_config
+from cafe_core.data import load_split
+from cafe_core.evaluate import evaluate_attacks
+from cafe_core.reporting import markdown_table
+from cafe_core.robustness import DEFAULT_STEPS
+from cafe_core.serialization import atomic_write_text
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-import torch  # noqa: E402
-
-from cafe_core.checkpoints import hardware, library_versions, load_backbone  # noqa: E402
-from cafe_core.config import load_config  # noqa: E402
-from cafe_core.data import load_split  # noqa: E402
-from cafe_core.evaluate import evaluate_attacks  # noqa: E402
-from cafe_core.reporting import markdown_table  # noqa: E402
-from cafe_core.robustness import DEFAULT_STEPS  # noqa: E402
-from cafe_core.serialization import atomic_write_text  # noqa: E402
 
 
 def run(model, test, config, steps: int, batch_size: int, fast: bool, device: str) -> dict:

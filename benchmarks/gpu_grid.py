@@ -40,12 +40,11 @@ import tarfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from cafe_core.config import load_config
+from cafe_core.robustness import grid_models
+from cafe_core.serialization import atomic_write
 
-from cafe_core.config import load_config  # noqa: E402
-from cafe_core.robustness import grid_models  # noqa: E402
-from cafe_core.serialization import atomic_write  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 DEFAULT_ROUNDS = "fast,strong,autoattack@1000;curves;autoattack@all"
 

@@ -23,20 +23,18 @@ from typing import Callable
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from benchmarks.amr_step_speed import timed  # noqa: E402
-from benchmarks.defense_step_speed import defense_stage  # noqa: E402
-from cafe_core.amr_gmm import AMRStage  # noqa: E402
-from cafe_core.attacks import build_attack  # noqa: E402
-from cafe_core.checkpoints import hardware, library_versions  # noqa: E402
-from cafe_core.classifier_stages import ClassifierStage  # noqa: E402
-from cafe_core.config import load_config, stage_config  # noqa: E402
-from cafe_core.inversion import CausalInversion  # noqa: E402
-from cafe_core.models import create_model  # noqa: E402
-from cafe_core.reporting import markdown_table  # noqa: E402
-from cafe_core.serialization import atomic_write_text  # noqa: E402
-from cafe_core.train import Precision, Runtime, pick_device  # noqa: E402
+from benchmarks.amr_step_speed import timed
+from benchmarks.defense_step_speed import defense_stage
+from cafe_core.amr_gmm import AMRStage
+from cafe_core.attacks import build_attack
+from cafe_core.checkpoints import hardware, library_versions
+from cafe_core.classifier_stages import ClassifierStage
+from cafe_core.config import load_config, stage_config
+from cafe_core.inversion import CausalInversion
+from cafe_core.models import create_model
+from cafe_core.reporting import markdown_table
+from cafe_core.serialization import atomic_write_text
+from cafe_core.train import Precision, Runtime, pick_device
 
 EPS, EPS_INV = 8 / 255, 4 / 255
 TRAIN_IMAGES = {"cifar10": 50_000, "svhn": 73_257, "tiny-imagenet": 100_000, "fashion-mnist": 60_000}

@@ -23,14 +23,14 @@ from pathlib import Path
 
 import httpx
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from benchmarks import load_app
+from benchmarks.app_latency import fetch_outputs, free_port, percentile, wait_until_up
+from cafe_core.checkpoints import hardware, library_versions, read_card
+from cafe_core.predict import checkpoint_dir
+from cafe_core.reporting import markdown_table
+from cafe_core.serialization import atomic_write_text
 
-from benchmarks.app_latency import fetch_outputs, free_port, percentile, wait_until_up  # noqa: E402
-from cafe_core.checkpoints import hardware, library_versions, read_card  # noqa: E402
-from cafe_core.predict import checkpoint_dir  # noqa: E402
-from cafe_core.reporting import markdown_table  # noqa: E402
-from cafe_core.serialization import atomic_write_text  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -66,7 +66,7 @@ def main() -> None:
     args = parser.parse_args()
     import gradio_client
 
-    import app
+    app = load_app()  # for the example list and defaults only; the server is a separate process
 
     folder = checkpoint_dir(args.checkpoints)
     eps_255 = round(255 * read_card(folder / "adv.safetensors")["eps"])

@@ -100,7 +100,6 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true")
     args = parser.parse_args()
-    sys.path.insert(0, str(ROOT))
     outputs = {ROOT / "README.md": render((ROOT / "README.md").read_text())}
     for folder in sorted(p for p in CHECKPOINTS.iterdir() if p.is_dir() and any(p.glob("*.safetensors"))):
         outputs[folder / "README.md"] = checkpoint_table(folder)

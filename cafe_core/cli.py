@@ -78,6 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
                          "else 500); stored results are keyed by it")
     ev.add_argument("--attack-batch-size", action="append", default=[], metavar="ATTACK=N",
                     help="grid: batch size of one attack (over the config's [evaluation] batch_sizes)")
+    ev.add_argument("--prune-state", action="store_true",
+                    help="grid: evaluate nothing; list the per-image state files (benchmarks/results/state/"
+                         "robustness_<config>/) of checkpoints that no longer exist: a row's earlier sha256, "
+                         "or a row without checkpoint. A dry run unless --yes is given. The grid itself never "
+                         "deletes state: a retrained checkpoint gets a file of its own (<row>@<sha256[:12]>.json)")
+    ev.add_argument("--yes", action="store_true", help="with --prune-state: remove the listed files")
     ev.add_argument("--split", default="test", choices=["test", "val"])
     ev.add_argument("--out", default=None, help="JSON path (default: benchmarks/results/eval_<config>_<stage>.json)")
     ev.add_argument("--data-root", default=None)
@@ -202,6 +208,7 @@ def _evaluate_checkpoint(args: argparse.Namespace, device: torch.device) -> int:
     from .checkpoints import hardware, library_versions, load_backbone
     from .data import load_split
     from .evaluate import evaluate_attacks
+    from .provenance import repo_relative
     from .reporting import eval_markdown
     from .serialization import atomic_write_text
 
@@ -218,7 +225,7 @@ def _evaluate_checkpoint(args: argparse.Namespace, device: torch.device) -> int:
                               _pairs(args.limit), state, _pairs(args.steps), progress=main and not args.quiet)
     if not main:
         return 0
-    report = {"checkpoint": str(args.checkpoint), "sha256": card["sha256"], "stage": card["stage"],
+    report = {"checkpoint": repo_relative(args.checkpoint), "sha256": card["sha256"], "stage": card["stage"],
               "dataset": card["dataset"], "backbone": card["backbone"], "split": args.split, "eps": eps,
               "seed": args.seed, "accuracy": result["accuracy"], "n_images": result["n_images"],
               "steps": _pairs(args.steps), "seconds": result["seconds"],
@@ -239,8 +246,10 @@ def cmd_evaluate_grid(args: argparse.Namespace) -> int:
     from .data import load_split
     from .robustness import PHASES, evaluate_grid, grid_settings, robustness_markdown
 
-    device = _setup(args)
     config = load_config(args.grid)
+    if args.prune_state:
+        return _prune_grid_state(config, args)
+    device = _setup(args)
     phases = [p.strip() for p in args.phases.split(",") if p.strip()]
     unknown = [p for p in phases if p not in PHASES]
     if unknown:
@@ -255,6 +264,28 @@ def cmd_evaluate_grid(args: argparse.Namespace) -> int:
     result = evaluate_grid(config, dataset, phases=phases, defenses=defenses, labels=labels, out=args.out,
                            **settings, device=device, progress=not args.quiet, command=_command_line())
     print(robustness_markdown(result))
+    return 0
+
+
+def _prune_grid_state(config: dict, args: argparse.Namespace) -> int:
+    """``evaluate --grid CONFIG --prune-state [--yes]``: list (and with --yes remove) stale state."""
+    from .checkpoints import CheckpointError
+    from .robustness import grid_state_dir, stale_grid_state
+
+    out = args.out or f"benchmarks/results/robustness_{config.get('name', 'config')}.json"
+    try:
+        stale = stale_grid_state(config, out)
+    except CheckpointError as err:
+        raise SystemExit(str(err)) from err
+    if not stale:
+        print(f"nothing to prune: every state file in {grid_state_dir(out)} belongs to a current checkpoint")
+        return 0
+    for state, reason in stale:
+        if args.yes:
+            state.path.unlink()
+        print(f"{'removed' if args.yes else 'would remove'} {state.path} ({reason})")
+    if not args.yes:
+        print(f"dry run: {len(stale)} file(s) kept; add --yes to remove them")
     return 0
 
 
@@ -291,6 +322,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     from .analysis import causal_analysis, default_eps_inv, load_amr
     from .checkpoints import hardware, library_versions
     from .data import load_split
+    from .provenance import repo_relative
     from .reporting import causal_markdown
     from .serialization import atomic_write_text
 
@@ -323,7 +355,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         sweep.append({"eps_inv": value, "kl_x1000": part["kl_x1000"], "inverted_accuracy": part["accuracy"]["inverted"],
                       "h_zero_kl_x1000": part["controls"]["h_zero"]["kl_x1000"], "n_images": part["n_images"]})
     result = causal_analysis(bundle, test, eps_inv=eps_inv, **common)
-    result.update({"eps_inv_sweep": sweep, "checkpoint": str(args.amr), "sha256": card["sha256"],
+    result.update({"eps_inv_sweep": sweep, "checkpoint": repo_relative(args.amr), "sha256": card["sha256"],
                    "parent": card["parent"], "dataset": card["dataset"], "backbone": card["backbone"],
                    "split": "test", "seconds": round(time.perf_counter() - started, 1), "hardware": hardware(),
                    "versions": library_versions(), "command": _command_line()})

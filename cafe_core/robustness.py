@@ -27,7 +27,9 @@ from .checkpoints import CheckpointError, hardware, library_versions, load_backb
 from .data import ImageTensors
 from .defenses import DEFENSES
 from .evaluate import evaluate_attacks
+from .grid_state import StateFile, prune_candidates, state_path
 from .inference import fast_queries_enabled
+from .provenance import repo_relative
 from .serialization import atomic_write, atomic_write_text
 
 COLUMNS = ("clean", "fgsm", "pgd", "cw", "apgd_ce", "apgd_dlr", "autoattack")
@@ -268,8 +270,9 @@ class RobustnessGrid:
         curve_multipliers: per curve attack, the radii (x eps, a subset of ``CURVE_MULTIPLIERS``) it
             is run at; the others stay None (e.g. AutoAttack, whose cost grows as eps shrinks).
         curve_attacks: attacks of the robust-accuracy-vs-eps curves.
-        state_dir: one JSON per model with every per-image result (keyed by the checkpoint's sha256,
-            so a retrained model is evaluated afresh).
+        state_dir: one JSON per model and checkpoint sha256 with every per-image result (see
+            grid_state: a retrained model is evaluated afresh in a file of its own; the old
+            results are never deleted by the grid).
         batch_sizes: per-attack batch sizes over ``batch_size`` (e.g. AutoAttack in batches of 500,
             ~12 min each on a 2-core CPU, so a run can stop and resume often).
     """
@@ -299,14 +302,9 @@ class RobustnessGrid:
         self.progress = progress
 
     def _state_path(self, label: str, sha256: str) -> Path | None:
-        if self.state_dir is None:
-            return None
-        path = self.state_dir / f"{label}.json"
-        if path.is_file():
-            stored = json.loads(path.read_text())
-            if stored.get("sha256") != sha256:
-                path.unlink()  # another (retrained) checkpoint: its results do not apply
-        return path
+        # One file per checkpoint sha256 (see grid_state): another checkpoint of the row gets its
+        # own file, and the results of earlier ones stay until the user prunes them.
+        return None if self.state_dir is None else state_path(self.state_dir, label, sha256)
 
     def _run(self, model: nn.Module, attacks: Sequence[str], eps: float, state: Path | None,
              limit: dict[str, int] | None = None, read_only: bool = False) -> dict[str, Any]:
@@ -326,7 +324,7 @@ class RobustnessGrid:
         """Per-image results of one model: the requested ``phases`` are computed (or resumed),
         the other phases are read from the state as far as earlier runs got (plain data)."""
         state = self._state_path(label, sha256)
-        if state is not None and not state.exists():
+        if state is not None and not state.exists() and phases:  # reading alone writes nothing
             state.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_text(state, json.dumps({"sha256": sha256}))
         out: dict[str, Any] = {"accuracy": {}, "n_images": {}, "correct": {}, "seconds": {}, "computed_on": {},
@@ -382,7 +380,7 @@ def build_rows(results: dict[str, dict[str, Any]], models: Sequence[GridModel], 
         if r is None:
             continue
         worst, n_worst = worst_case(r["correct"])
-        row: dict[str, Any] = {"defense": model.defense, "cafe": model.cafe, "checkpoint": str(model.path),
+        row: dict[str, Any] = {"defense": model.defense, "cafe": model.cafe, "checkpoint": repo_relative(model.path),
                                **{c: r["accuracy"].get(c) for c in COLUMNS}, "worst": worst,
                                "n": {**{c: r["n_images"].get(c, 0) for c in COLUMNS}, "worst": n_worst},
                                "square": r["accuracy"].get("square"),
@@ -470,6 +468,24 @@ def grid_settings(config: dict[str, Any], *, limits: dict[str, int] | None = Non
             "curve_multipliers": {a: [float(m) for m in ms] for a, ms in evaluation.get("curve_multipliers", {}).items()}}
 
 
+def grid_state_dir(result_path: str | Path) -> Path:
+    """The per-image state folder of a grid result JSON: ``state/<its name>/`` beside it."""
+    result_path = Path(result_path)
+    return result_path.parent / "state" / result_path.stem
+
+
+def stale_grid_state(config: dict[str, Any], result_path: str | Path | None = None) -> list[tuple[StateFile, str]]:
+    """State files of the grid of ``config`` whose checkpoint no longer exists (another sha256
+    now, or no checkpoint for the row), with the reason; nothing is removed here. Refuses (raises
+    CheckpointError) when the config has no grid checkpoint at all, which would list everything."""
+    path = Path(result_path or f"benchmarks/results/robustness_{config.get('name', 'config')}.json")
+    models = [m for m in grid_models(config["checkpoint_dir"]) if m.path.is_file()]
+    if not models:
+        raise CheckpointError(f"no defense checkpoints in {config['checkpoint_dir']}: refusing to list "
+                              "every state file as stale")
+    return prune_candidates(grid_state_dir(path), {m.label: read_card(m.path)["sha256"] for m in models})
+
+
 def evaluate_grid(config: dict[str, Any], dataset: ImageTensors, *, phases: Sequence[str] = PHASES,
                   defenses: Iterable[str] | None = None, labels: Iterable[str] | None = None,
                   out: str | Path | None = None,
@@ -482,9 +498,8 @@ def evaluate_grid(config: dict[str, Any], dataset: ImageTensors, *, phases: Sequ
     after each model, so an interrupted run leaves a valid, partial (n recorded) result with a
     row for every model. With no ``phases`` it only assembles the JSON from the stored state.
     ``labels`` (e.g. ``defense_adv-cafe``) keeps only those rows: one process per model on a GPU."""
-    name = config.get("name", "config")
-    out = Path(out or f"benchmarks/results/robustness_{name}.json")
-    state_dir = out.parent / "state" / out.stem
+    out = Path(out or f"benchmarks/results/robustness_{config.get('name', 'config')}.json")
+    state_dir = grid_state_dir(out)
     models = [m for m in grid_models(config["checkpoint_dir"], defenses) if m.path.is_file()]
     if labels is not None:
         wanted = set(labels)

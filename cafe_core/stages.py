@@ -12,6 +12,7 @@ from .checkpoints import CheckpointError, load_backbone, sha256_file
 from .config import stage_config
 from .data import get_info, load_split
 from .models import create_model
+from .provenance import repo_relative
 from .train import FitResult, Precision, Runtime, fit, pick_device, seed_everything
 
 STAGES = ("standard", "adv", "amr", "defense")
@@ -30,7 +31,7 @@ def default_output(cfg: dict[str, Any], stage: str) -> Path:
 
 def parent_record(path: Path, card: dict[str, Any]) -> dict[str, Any]:
     """How a card names its parent: path, sha256 of the weights, stage and metrics."""
-    return {"path": str(path), "sha256": sha256_file(path), "stage": card["stage"],
+    return {"path": repo_relative(path), "sha256": sha256_file(path), "stage": card["stage"],
             "backbone": card["backbone"], "metrics": card.get("metrics", {})}
 
 

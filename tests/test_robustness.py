@@ -220,12 +220,41 @@ def test_grid_on_checkpoints_writes_the_json_resumes_and_redoes_a_retrained_mode
     assert [r["n"]["cw"] for r in after_cut["rows"]] == [12, 12, 12]
     assembled = evaluate_grid(config, data, **{**later, "phases": ()})
     assert [r["pgd"] for r in assembled["rows"]] == [r["pgd"] for r in strong["rows"]]
-    # Retraining (new weights, new sha256) throws the stale per-image results away.
-    save_checkpoint(folder / "defense_adv.safetensors", {"model": make_lite(7)}, dict(CARD, stage="defense"))
+    # Retraining (new weights, new sha256) evaluates the new checkpoint afresh in a file of its own;
+    # the old checkpoint's results are never deleted by the grid, not even by assembling the table.
+    old_state = state.read_bytes()
+    weights, card = folder / "defense_adv.safetensors", folder / "defense_adv.json"
+    old_checkpoint = weights.read_bytes(), card.read_bytes()
+    save_checkpoint(weights, {"model": make_lite(7)}, dict(CARD, stage="defense"))
+    new_sha = read_card(weights)["sha256"]
+    assert new_sha != stored["sha256"]
+    state_dir = state.parent
+    before = sorted(p.name for p in state_dir.iterdir())
+    table = evaluate_grid(config, data, **{**later, "phases": ()})
+    assert state.read_bytes() == old_state and sorted(p.name for p in state_dir.iterdir()) == before
+    assert table["rows"][0]["sha256"] == new_sha and table["rows"][0]["pgd"] is None  # nothing stored for it yet
     evaluate_grid(config, data, **kwargs)
-    restored = json.loads(state.read_text())
-    assert restored["sha256"] != stored["sha256"]
-    assert restored[key]["batches"]["0"] != [1] * 12
+    assert state.read_bytes() == old_state
+    fresh = state_dir / f"defense_adv@{new_sha[:12]}.json"
+    retrained = json.loads(fresh.read_text())
+    assert retrained["sha256"] == new_sha and retrained[key]["batches"]["0"] != [1] * 12
+    # Putting the old checkpoint back finds its results again (the poisoned batch is read, not recomputed).
+    weights.write_bytes(old_checkpoint[0])
+    card.write_bytes(old_checkpoint[1])
+    assert read_card(weights)["sha256"] == stored["sha256"]
+    assert evaluate_grid(config, data, **{**later, "phases": ()})["rows"][0]["pgd"] == again["rows"][0]["pgd"]
+    assert state.read_bytes() == old_state
+    # Only an explicit command removes the results of a checkpoint that no longer exists.
+    from cafe_core.cli import main
+
+    (tmp_path / "toy.toml").write_text(f'name = "toy"\ndataset = "fashion-mnist"\nbackbone = "lite"\neps = 0.1\n'
+                                       f'checkpoint_dir = "{folder.as_posix()}"\n')
+    prune = ["evaluate", "--grid", str(tmp_path / "toy.toml"), "--out", str(out), "--prune-state"]
+    assert main(prune) == 0
+    assert fresh.is_file() and state.is_file()  # a dry run by default
+    assert main(prune + ["--yes"]) == 0
+    assert not fresh.is_file() and state.read_bytes() == old_state
+    assert sorted(p.name for p in state_dir.iterdir()) == before
 
 
 def test_worst_case_difference_uses_only_the_attacks_both_rows_have_run(tmp_path):
@@ -345,3 +374,25 @@ def test_a_finished_grid_is_up_to_date_until_a_setting_a_checkpoint_or_a_row_cha
     assert grid_stale_reason(config, out) == "defense_adv has a row but no checkpoint"
     save_checkpoint(folder / "defense_adv.safetensors", {"model": make_lite(7)}, dict(CARD, stage="defense"))
     assert grid_stale_reason(config, out) == "defense_adv changed since it was evaluated"
+
+
+def test_state_files_are_keyed_by_checkpoint_sha256_and_stale_ones_only_listed(tmp_path):
+    from cafe_core.grid_state import find_state, prune_candidates, state_path
+
+    first, second = "a" * 64, "b" * 64
+    assert state_path(tmp_path, "defense_adv", first) == tmp_path / "defense_adv.json"
+    (tmp_path / "defense_adv.json").write_text(json.dumps({"sha256": first}))
+    assert state_path(tmp_path, "defense_adv", first) == tmp_path / "defense_adv.json"
+    keyed = tmp_path / f"defense_adv@{'b' * 12}.json"
+    assert state_path(tmp_path, "defense_adv", second) == keyed and find_state(tmp_path, "defense_adv", second) is None
+    keyed.write_text(json.dumps({"sha256": second}))
+    (tmp_path / "defense_mart.json").write_text(json.dumps({"sha256": first}))
+    assert find_state(tmp_path, "defense_adv", second) == keyed
+    assert find_state(tmp_path, "defense_adv", first) == tmp_path / "defense_adv.json"
+    reasons = {state.path.name: reason for state, reason in prune_candidates(tmp_path, {"defense_adv": second})}
+    assert reasons == {"defense_adv.json": "checkpoint aaaaaaaaaaaa replaced by bbbbbbbbbbbb",
+                       "defense_mart.json": "no checkpoint for this row"}
+    assert prune_candidates(tmp_path, {"defense_adv": first, "defense_mart": first})[0][0].path == keyed
+    assert len(list(tmp_path.iterdir())) == 3  # listing removes nothing
+    with pytest.raises(FileExistsError, match="another checkpoint"):  # same first 12 digits, other sha256
+        state_path(tmp_path, "defense_adv", "b" * 12 + "c" * 52)
