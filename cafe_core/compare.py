@@ -19,7 +19,8 @@ import torch
 from .attacks import seeded_attack
 from .checkpoints import load_backbone
 from .data import get_info
-from .robustness import GridModel, grid_models
+from .names import defense_name
+from .robustness import grid_models
 from .stacking import StackedModels, StackingError
 
 # Attacks whose every step uses the whole batch (so image n stays with model n % G).
@@ -27,9 +28,21 @@ STACKABLE_ATTACKS = frozenset({"fgsm", "fgsm_rs", "pgd", "cw"})
 
 
 @dataclass(frozen=True)
+class TableModel:
+    """One network of the comparison table: the undefended network or a grid row."""
+
+    label: str          # checkpoint stem, e.g. "standard", "defense_trades-cafe"
+    defense: str        # "none" for the undefended network
+    cafe: bool | str    # False (baseline), True (CAFE) or "control-h0"
+    path: Path
+
+
+@dataclass(frozen=True)
 class DefenseRow:
     """One model of the comparison table."""
 
+    label: str
+    name: str
     defense: str
     cafe: bool | str
     clean_label: int
@@ -41,10 +54,13 @@ class DefenseRow:
 
 
 class DefenseSet:
-    """The grid checkpoints of a folder, loaded once for :func:`compare_defenses`."""
+    """The undefended network and the grid checkpoints of a folder, loaded once for
+    :func:`compare_defenses` (the table's first row, "no defense", is ``standard.safetensors``)."""
 
     def __init__(self, folder: str | Path, device: str | torch.device = "cpu") -> None:
-        self.models: list[GridModel] = [m for m in grid_models(folder) if m.path.is_file()]
+        candidates = [TableModel("standard", "none", False, Path(folder) / "standard.safetensors")]
+        candidates += [TableModel(m.label, m.defense, m.cafe, m.path) for m in grid_models(folder)]
+        self.models: list[TableModel] = [m for m in candidates if m.path.is_file()]
         loaded = [load_backbone(m.path, device=device) for m in self.models]
         self.cards = [card for _, card in loaded]
         self.networks = [model.eval() for model, _ in loaded]
@@ -80,7 +96,8 @@ def compare_defenses(defenses: DefenseSet, image: torch.Tensor, label: int, true
     rows = []
     for model, p_clean, p_adv in zip(defenses.models, clean, adv):
         c, a = int(p_clean.argmax()), int(p_adv.argmax())
-        rows.append(DefenseRow(model.defense, model.cafe, c, float(p_clean[c]), a, float(p_adv[a]),
+        rows.append(DefenseRow(model.label, defense_name(model.defense, model.cafe), model.defense, model.cafe,
+                               c, float(p_clean[c]), a, float(p_adv[a]),
                                None if true_label is None else c == true_label,
                                None if true_label is None else a == true_label).__dict__)
     return rows

@@ -3,19 +3,24 @@
 One call attacks the image, computes the five predictions of method.md section 1, the
 causal inversion image (section 4), the Fig. 3-style feature inversions, per-channel values of
 Z, h(Z) and g(Z), and the three KL distances. The app, the CLI report and the tests share it.
+Given a bare backbone instead of an AMR-GMM bundle (a network with no trained h and g, such as
+the undefended one), it computes only what needs no h and g: the attack, the Natural and
+Adversarial predictions and their feature inversions.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import torch
 
+from torch import nn
+
 from .analysis import AMRBundle, default_eps_inv
 from .attacks import seeded_attack
 from .causal import PREDICTIONS, causal_view
-from .explain import feature_inversion, fig3_targets, make_start
+from .explain import APP_INVERSION, InversionSetting, fig3_targets
 from .images import image_to_uint8
 from .inversion import CausalInversion, prediction_kl
 
@@ -46,6 +51,11 @@ class ExploreResult:
     class_names: tuple[str, ...]
     settings: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def has_causal(self) -> bool:
+        """Whether h and g were available (causal and counterfactual panels exist)."""
+        return "causal" in self.predictions
+
     def to_json(self) -> dict[str, Any]:
         """Numbers and settings only (images are left out)."""
         return {"settings": self.settings, "linf": self.linf, "perturbation_scale": self.perturbation_scale,
@@ -60,20 +70,28 @@ def _view(logits: torch.Tensor, names: tuple[str, ...], true_label: int | None) 
                           None if true_label is None else label == true_label, [float(p) for p in probs])
 
 
-def explore(bundle: AMRBundle, image: torch.Tensor, true_label: int | None, class_names: tuple[str, ...],
+def explore(model: AMRBundle | nn.Module, image: torch.Tensor, true_label: int | None, class_names: tuple[str, ...],
             attack: str = "pgd", eps: float | None = None, steps: int | None = 20, seed: int = 0,
             target: int | None = None, eps_inv: float | None = None, inversion_steps: int = 3,
-            feature_steps: int = 100, top_channels: int = 12) -> ExploreResult:
+            inversion: InversionSetting = APP_INVERSION, feature_steps: int | None = None,
+            top_channels: int = 12, network: str = "adv") -> ExploreResult:
     """Attack ``image`` (1, C, H, W in [0,1]) and compute the whole causal picture.
 
     Args:
+        model: the network with its trained h and g (an AMRBundle), or a bare backbone (then no
+            causal panels: see the module docstring). A bare backbone needs ``eps``.
         true_label: the image's class if known (marks predictions right/wrong; else the
             clean prediction is attacked).
         target: optional target class (targeted attack; FGSM, PGD and CW-inf only).
-        feature_steps: optimisation steps of each Fig. 3-style feature inversion.
+        inversion: start, steps and prior of the Fig. 3-style feature inversions.
+        feature_steps: if given, replaces ``inversion.steps``.
+        network: the name of the attacked network, recorded in the settings.
     """
-    backbone, h, g = bundle.backbone, bundle.causal_estimator, bundle.counterfactual_generator
-    card = bundle.card
+    bundle = model if isinstance(model, AMRBundle) else None
+    backbone = bundle.backbone if bundle is not None else model
+    card = bundle.card if bundle is not None else {}
+    if eps is None and bundle is None:
+        raise ValueError("eps is required when the network has no AMR-GMM card")
     eps = float(card["eps"] if eps is None else eps)
     if image.ndim != 4 or image.shape[0] != 1:
         raise ValueError(f"expected one image (1, C, H, W), got {tuple(image.shape)}")
@@ -81,25 +99,39 @@ def explore(bundle: AMRBundle, image: torch.Tensor, true_label: int | None, clas
         raise ValueError(f"target class must be in [0, {len(class_names) - 1}], got {target}")
     if target is not None and attack not in TARGETED:
         raise ValueError(f"{attack} has no targeted mode here; use one of {sorted(TARGETED)}")
-    eps_inv = float(default_eps_inv(card) if eps_inv is None else eps_inv)
+    if feature_steps is not None:
+        inversion = replace(inversion, steps=int(feature_steps))
     device = next(backbone.parameters()).device
     image = image.to(device)
     with torch.no_grad():
         clean_label = int(backbone(image).argmax(1))
     label = clean_label if true_label is None else int(true_label)
     adversarial = seeded_attack(attack, backbone, image, label, eps, steps, seed, target)
-    view = causal_view(backbone, h, g, image, adversarial)
-    inverted = CausalInversion(backbone, eps_inv, inversion_steps)(image, view.logits["causal"])
-    with torch.no_grad():
-        inv_logits = backbone(inverted)
-    start = make_start(tuple(image.shape), seed=seed, device=device)
-    inversions = feature_inversion(backbone, fig3_targets(view), start, steps=feature_steps, seed=seed)
-
     delta = adversarial - image
     linf = float(delta.abs().max())
     scale = 0.5 / linf if linf > 0 else 1.0
     images = {"clean": image_to_uint8(image), "adversarial": image_to_uint8(adversarial),
-              "perturbation": image_to_uint8(0.5 + delta * scale), "inverted": image_to_uint8(inverted)}
+              "perturbation": image_to_uint8(0.5 + delta * scale)}
+    settings = {"attack": attack, "eps": eps, "steps": steps, "seed": seed, "target": target, "network": network,
+                "feature_inversion": asdict(inversion), "feature_steps": inversion.steps, "true_label": true_label}
+    if bundle is None:
+        with torch.no_grad():
+            natural, adv_feature = backbone.features(image), backbone.features(adversarial)
+            logits = {"natural": backbone.head(natural), "adversarial": backbone.head(adv_feature)}
+        targets = {"natural": natural, "adversarial": adv_feature}
+        inversions = inversion.invert(backbone, targets, tuple(image.shape), seed=seed, device=device)
+        images.update({f"feature_{k}": image_to_uint8(v) for k, v in inversions.images.items()})
+        predictions = {name: _view(v, class_names, true_label) for name, v in logits.items()}
+        return ExploreResult(images, scale, linf, predictions, {}, {}, tuple(class_names), settings)
+
+    h, g = bundle.causal_estimator, bundle.counterfactual_generator
+    eps_inv = float(default_eps_inv(card) if eps_inv is None else eps_inv)
+    view = causal_view(backbone, h, g, image, adversarial)
+    inverted = CausalInversion(backbone, eps_inv, inversion_steps)(image, view.logits["causal"])
+    with torch.no_grad():
+        inv_logits = backbone(inverted)
+    inversions = inversion.invert(backbone, fig3_targets(view), tuple(image.shape), seed=seed, device=device)
+    images["inverted"] = image_to_uint8(inverted)
     images.update({f"feature_{k}": image_to_uint8(v) for k, v in inversions.images.items()})
     predictions = {name: _view(view.logits[name], class_names, true_label) for name in PREDICTIONS}
     predictions["inverted"] = _view(inv_logits, class_names, true_label)
@@ -110,8 +142,7 @@ def explore(bundle: AMRBundle, image: torch.Tensor, true_label: int | None, clas
     causal = view.logits["causal"]
     kl = {"inversion": prediction_kl(inv_logits, causal), "clean": prediction_kl(view.logits["natural"], causal),
           "adversarial": prediction_kl(view.logits["adversarial"], causal)}
-    settings = {"attack": attack, "eps": eps, "steps": steps, "seed": seed, "target": target, "eps_inv": eps_inv,
-                "inversion_steps": inversion_steps, "feature_steps": feature_steps, "true_label": true_label,
-                "amr_sha256": card.get("sha256"), "backbone_sha256": card.get("parent", {}).get("sha256")}
+    settings.update({"eps_inv": eps_inv, "inversion_steps": inversion_steps, "amr_sha256": card.get("sha256"),
+                     "backbone_sha256": card.get("parent", {}).get("sha256")})
     return ExploreResult(images, scale, linf, predictions, channels,
                          {k: 1000 * float(v.mean()) for k, v in kl.items()}, tuple(class_names), settings)

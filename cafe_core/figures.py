@@ -6,6 +6,7 @@ from typing import Sequence
 import plotly.graph_objects as go
 
 from .explore import ExploreResult
+from .names import defense_name
 
 PREDICTION_LABELS = {"natural": "Natural", "adversarial": "Adversarial", "causal": "Causal (AC)",
                      "counterfactual": "Counterfactual (CF)"}
@@ -16,7 +17,7 @@ COLOURS = {"natural": "#4c78a8", "adversarial": "#e45756", "causal": "#54a24b", 
 def probability_bars(result: ExploreResult, keys: Sequence[str] = tuple(PREDICTION_LABELS)) -> go.Figure:
     """Grouped bars: per-class probability of the Natural / Adversarial / Causal / Counterfactual predictions."""
     fig = go.Figure()
-    for key in keys:
+    for key in (k for k in keys if k in result.predictions):  # no h/g: Natural and Adversarial only
         view = result.predictions[key]
         fig.add_bar(name=PREDICTION_LABELS.get(key, key), x=list(result.class_names), y=view.probabilities,
                     marker_color=COLOURS.get(key))
@@ -29,8 +30,12 @@ def probability_bars(result: ExploreResult, keys: Sequence[str] = tuple(PREDICTI
 def channel_bars(result: ExploreResult) -> go.Figure:
     """Per-channel (spatial mean) values of Z, h(Z) and g(Z) for the channels where they are largest."""
     ch = result.channels
-    x = [f"c{i}" for i in ch["index"]]
     fig = go.Figure()
+    if not ch:
+        fig.update_layout(height=120, margin=dict(l=10, r=10, t=40, b=10), xaxis=dict(visible=False),
+                          yaxis=dict(visible=False), title="No causal estimator h for this network: no channel bars")
+        return fig
+    x = [f"c{i}" for i in ch["index"]]
     for key, label in (("z", "Z = f(x_adv) - f(x)"), ("h_z", "h(Z) causal"), ("g_z", "g(Z) counterfactual")):
         fig.add_bar(name=label, x=x, y=ch[key], marker_color=COLOURS[key])
     fig.update_layout(barmode="group", height=300, margin=dict(l=40, r=10, t=30, b=40),
@@ -44,14 +49,13 @@ def robustness_curves(result: dict) -> go.Figure:
     fig = go.Figure()
     for row in result.get("rows", []):
         curve = row.get("eps_curve") or {}
-        cafe = {False: "", True: "+CAFE"}.get(row["cafe"], f" {row['cafe']}")
         for attack, dash in (("pgd", "solid"), ("autoattack", "dash")):
             values = curve.get("accuracy", {}).get(attack)
             if not values:
                 continue
             eps = [255 * e for e in curve["eps"][: len(values)]]
             fig.add_scatter(x=eps, y=[None if v is None else 100 * v for v in values], mode="lines+markers",
-                            name=f"{row['defense'].upper()}{cafe} {attack}", line=dict(dash=dash))
+                            name=f"{defense_name(row['defense'], row['cafe'])}, {attack}", line=dict(dash=dash))
     fig.update_layout(xaxis=dict(title="eps (/255)"), yaxis=dict(title="robust accuracy %", range=[0, 100]),
                       height=380, margin=dict(l=50, r=10, t=30, b=40), title="Robust accuracy vs attack radius")
     return fig

@@ -38,16 +38,29 @@ def checkpoint_sets(root: str | Path | None = None, extra: str | Path | None = N
     return [p.resolve() for p in found]
 
 
+#: Explore's attackable networks -> the AMR-GMM checkpoint (h and g) trained on each.
+AMR_FILES = {"adv": "amr.safetensors", "standard": "amr_standard.safetensors"}
+
+
 class Lab:
-    """The models of one checkpoint set: ADV backbone, AMR-GMM h/g, and the defense grid."""
+    """The models of one checkpoint set: the robust (ADV) and undefended backbones, the AMR-GMM
+    h/g trained on each, and the defense grid."""
 
     def __init__(self, folder: str | Path | None = None, device: str | torch.device = "cpu") -> None:
         self.folder = checkpoint_dir(folder)
         self.adv: LoadedModel = load_stage(self.folder, "adv")
-        amr = self.folder / "amr.safetensors"
-        self.bundle: AMRBundle | None = load_amr(amr, device) if amr.is_file() else None
-        if self.bundle is not None and self.bundle.card["parent"]["sha256"] != self.adv.card["sha256"]:
-            raise CheckpointError(f"{amr.name} was trained on another ADV backbone than {self.folder / 'adv.safetensors'}")
+        self.backbones: dict[str, LoadedModel] = {"adv": self.adv}
+        if (self.folder / "standard.safetensors").is_file():
+            self.backbones["standard"] = load_stage(self.folder, "standard")
+        self.bundles: dict[str, AMRBundle | None] = {}
+        for network, loaded in self.backbones.items():
+            amr = self.folder / AMR_FILES[network]
+            bundle = load_amr(amr, device) if amr.is_file() else None
+            if bundle is not None and bundle.card["parent"]["sha256"] != loaded.card["sha256"]:
+                raise CheckpointError(f"{amr.name} was trained on another backbone than "
+                                      f"{self.folder / (network + '.safetensors')}")
+            self.bundles[network] = bundle
+        self.bundle: AMRBundle | None = self.bundles["adv"]
         self.defenses = DefenseSet(self.folder, device)
         for card, model in zip(self.defenses.cards, self.defenses.models):
             if card["dataset"] != self.adv.card["dataset"]:
@@ -78,20 +91,30 @@ class Lab:
                 "eps": card["eps"], "config": card.get("config_name"), "has_amr": self.bundle is not None,
                 "models": models}
 
+    def networks(self) -> list[str]:
+        """The networks Explore can attack: ``adv`` and, when the set has it, ``standard``."""
+        return list(self.backbones)
+
     def comparison(self, image: torch.Tensor, true_label: int | None, bundle: AMRBundle | None = None,
-                   **settings: Any) -> tuple[ExploreResult, list[dict[str, Any]]]:
-        """The whole Explore analysis of one image (see ``report.run_comparison``), with the set's
-        h and g or another AMR-GMM ``bundle`` (e.g. one trained in the app's Train tab)."""
-        bundle = bundle or self.bundle
-        if bundle is None:
-            raise CheckpointError(f"{self.folder} has no AMR-GMM checkpoint (amr.safetensors)")
-        return run_comparison(bundle, self.defenses, image, true_label, self.class_names, **settings)
+                   network: str = "adv", **settings: Any) -> tuple[ExploreResult, list[dict[str, Any]]]:
+        """The whole Explore analysis of one image (see ``report.run_comparison``) attacking
+        ``network``, with the h and g trained on it, or another AMR-GMM ``bundle`` (e.g. one
+        trained in the app's Train tab on the ADV backbone). A network without h and g gets the
+        attack and its feature inversions only (``result.has_causal`` is False)."""
+        if network not in self.backbones:
+            raise KeyError(f"unknown network {network!r}; this set has {', '.join(self.backbones)}")
+        if bundle is not None and network != "adv":
+            raise ValueError("a trained h/g belongs to the robust (ADV) network")
+        model: AMRBundle | nn.Module = bundle or self.bundles[network] or self.backbones[network].model
+        settings.setdefault("eps", float(self.adv.card["eps"]))
+        return run_comparison(model, self.defenses, image, true_label, self.class_names, network=network, **settings)
 
     def attributions(self, result: ExploreResult, model: str = "adv", ig_steps: int = 32) -> Attributions:
         """captum IG and Saliency of ``model`` for the clean, adversarial and inverted images of
         ``result``, toward the true class if known, else the clean prediction."""
         channels = self.adv.info.channels
-        images = {k: image_from_uint8(result.images[k], channels) for k in ("clean", "adversarial", "inverted")}
+        images = {k: image_from_uint8(result.images[k], channels) for k in ("clean", "adversarial", "inverted")
+                  if k in result.images}
         true = result.settings.get("true_label")
         target = true if true is not None else result.predictions["natural"].label
         return attribute(self.model(model), images, target, ig_steps)

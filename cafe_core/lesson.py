@@ -5,6 +5,9 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from .explore import ExploreResult
+from .names import NETWORK_NAMES
+from .robustness import claim_check
+from .texts import claim_sentence, control_sentence, mark
 
 GLOSSARY = [
     ("Adversarial example", "An image changed by at most eps per pixel (L-inf) so that a network mislabels it."),
@@ -38,37 +41,106 @@ def glossary_markdown() -> str:
 
 def _pred(result: ExploreResult, name: str) -> str:
     view = result.predictions[name]
-    return f"**{view.class_name}** ({100 * view.confidence:.0f}%)"
+    return f"**{view.class_name}** ({100 * view.confidence:.0f}%){mark(view.correct)}"
 
 
-def lesson_step(step: int, result: ExploreResult, defenses: Sequence[dict[str, Any]] = ()) -> str:
-    """Markdown for lesson step ``step`` (0-4), written from this example's own numbers."""
+def _step_clean(result: ExploreResult, truth: str, network: str) -> str:
+    natural = result.predictions["natural"]
+    text = f"This is {truth}. The {network} reads it as {_pred(result, 'natural')}"
+    if natural.correct is False:
+        return text + ": it is already wrong before any attack, so what follows shows an attack on a mistake."
+    return text + ". That is the Natural prediction c(f(x)): the first panel and the blue bars."
+
+
+def _step_attack(result: ExploreResult, defenses: Sequence[dict[str, Any]], network: str) -> str:
+    s = result.settings
+    natural, adversarial = result.predictions["natural"], result.predictions["adversarial"]
+    text = (f"{s['attack'].upper()} changes every pixel by at most {255 * s['eps']:.0f}/255 (the perturbation panel is "
+            f"amplified x{result.perturbation_scale:.1f}). ")
+    if adversarial.label != natural.label:
+        text += (f"The {network} now says {_pred(result, 'adversarial')}: a change you can hardly see fooled it. "
+                 "The red bars moved.")
+    else:
+        text += (f"The {network} still says {_pred(result, 'adversarial')}: **this time the attack failed**. "
+                 + ("In Explore, attack the undefended network instead, or raise eps, to see an attack that works."
+                    if s.get("network", "adv") != "standard" else "In Explore, raise eps or the number of steps."))
+    undefended = next((r for r in defenses if r.get("defense") == "none"), None)
+    if undefended is not None and s.get("network", "adv") != "standard":
+        names = result.class_names
+        text += (f" The undefended network, attacked the same way on its own gradients, says "
+                 f"**{names[undefended['adversarial_label']]}**{mark(undefended['adversarial_correct'])}.")
+    return text
+
+
+def _step_causal(result: ExploreResult) -> str:
+    causal, adversarial = result.predictions["causal"], result.predictions["adversarial"]
+    text = f"h looks at the feature variation Z and keeps its causal part: c(F_n + h(Z)) = {_pred(result, 'causal')}. "
+    if causal.correct is None:
+        text += "The true class is unknown, so we cannot say whether it is right. "
+    elif causal.correct and adversarial.correct is False:
+        text += "The causal feature kept the true class although the attack changed the prediction. "
+    elif causal.correct:
+        text += "It agrees with the true class, as the attacked prediction does here. "
+    else:
+        text += "**Here h did not recover the true class**: the causal feature is wrong too. "
+    text += (f"Inverting the clean image toward it gives the causal-inversion panel, predicted {_pred(result, 'inverted')}; "
+             f"its KL to the causal prediction is {result.kl_x1000['inversion']:.1f} (x1000), against "
+             f"{result.kl_x1000['clean']:.1f} for the clean image.")
+    return text
+
+
+def _step_counterfactual(result: ExploreResult) -> str:
+    cf = result.predictions["counterfactual"]
+    text = f"g builds the worst-case variation: c(F_n + g(Z)) = {_pred(result, 'counterfactual')}. "
+    if cf.correct is False:
+        text += "Without its causal part the variation points to the wrong class, as the attack wanted. "
+    elif cf.correct:
+        text += "Here even the counterfactual keeps the true class: g found no harmful variation for this image. "
+    text += ("Compare the four feature inversions (pictures of what each feature looks like to the network) and "
+             "the channel bars of Z, h(Z) and g(Z).")
+    return text
+
+
+def _step_defenses(defenses: Sequence[dict[str, Any]], grid: dict[str, Any] | None) -> str:
+    rows = [r for r in defenses if r.get("defense") != "none"]
+    if not rows:
+        return "This checkpoint set has no defense models; train the defense stage to compare them."
+    base = [r for r in rows if r["cafe"] is False]
+    cafe = [r for r in rows if r["cafe"] is True]
+    right = sum(bool(r["adversarial_correct"]) for r in base), sum(bool(r["adversarial_correct"]) for r in cafe)
+    text = (f"Same attack, each defense attacked on its own gradients: {right[0]} of {len(base)} baselines and "
+            f"{right[1]} of {len(cafe)} CAFE models keep the right label on this image. One image proves little.")
+    if grid is not None:
+        claim = claim_check(grid["rows"])
+        text += f"  \nOn the test set: {claim_sentence(claim)}"
+        control = control_sentence(grid)
+        if control:
+            text += f"  \n{control}"
+    return text
+
+
+def lesson_step(step: int, result: ExploreResult, defenses: Sequence[dict[str, Any]] = (),
+                grid: dict[str, Any] | None = None) -> str:
+    """Markdown for lesson step ``step`` (0-4), every sentence chosen by this example's outcome.
+
+    Args:
+        defenses: the rows of the every-network table for the same attack (step 2 and 5).
+        grid: the checkpoint set's robustness JSON (step 5's test-set numbers), if any.
+    """
     s, names = result.settings, result.class_names
     truth = f"a **{names[s['true_label']]}**" if s.get("true_label") is not None else "an image of unknown class"
+    network = NETWORK_NAMES.get(s.get("network", "adv"), "network")
+    if step in (2, 3) and not result.has_causal:
+        return (f"No causal estimator h (and counterfactual generator g) was trained for the {network}: "
+                "this step needs the robust network.")
     if step == 0:
-        return (f"This is {truth}. The adversarially trained network (ADV) reads it as {_pred(result, 'natural')}. "
-                "Look at the first panel and the blue bars: that is the Natural prediction c(f(x)).")
+        return _step_clean(result, truth, network)
     if step == 1:
-        return (f"{s['attack'].upper()} changes every pixel by at most {255 * s['eps']:.0f}/255 (the perturbation panel is "
-                f"amplified x{result.perturbation_scale:.1f}). The network now says {_pred(result, 'adversarial')}. "
-                f"The red bars moved; the KL from the attacked prediction to the causal one is "
-                f"{result.kl_x1000['adversarial']:.1f} (x1000).")
+        return _step_attack(result, defenses, network)
     if step == 2:
-        return (f"h looks at the feature variation Z and keeps its causal part: c(F_n + h(Z)) = {_pred(result, 'causal')}. "
-                f"Inverting the clean image toward it gives the causal-inversion panel, predicted {_pred(result, 'inverted')}; "
-                f"its KL to the causal prediction is {result.kl_x1000['inversion']:.1f}, against "
-                f"{result.kl_x1000['clean']:.1f} for the clean image.")
+        return _step_causal(result)
     if step == 3:
-        return (f"g builds the worst-case variation: c(F_n + g(Z)) = {_pred(result, 'counterfactual')}. Compare the "
-                "four feature inversions: Natural and Causal should show the object; Adversarial and Counterfactual "
-                "show what the attack added. The channel bars show Z, h(Z) and g(Z) side by side.")
+        return _step_counterfactual(result)
     if step == 4:
-        if not defenses:
-            return "This checkpoint set has no defense models; train the defense stage to compare them."
-        right = lambda rows: sum(bool(r["adversarial_correct"]) for r in rows)  # noqa: E731
-        base = [r for r in defenses if r["cafe"] is False]
-        cafe = [r for r in defenses if r["cafe"] is True]
-        return (f"Same attack, each defense attacked on its own gradients: {right(base)} of {len(base)} baselines and "
-                f"{right(cafe)} of {len(cafe)} CAFE models keep the right label on this image. One image proves "
-                "little: the Robustness tab has the test-set numbers with confidence intervals.")
+        return _step_defenses(defenses, grid)
     raise ValueError(f"lesson step must be 0-4, got {step}")

@@ -45,10 +45,11 @@ def decode_input(report: dict[str, Any]) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
 
 
-def run_comparison(bundle: AMRBundle, defenses: DefenseSet | None, image: torch.Tensor, true_label: int | None,
-                   class_names: Sequence[str], **settings: Any) -> tuple[ExploreResult, list[dict[str, Any]]]:
-    """Everything the Explore view shows: :func:`explore` on the AMR-GMM bundle, then every
-    defense of ``defenses`` under the same attack, radius, steps, seed and target."""
+def run_comparison(bundle: AMRBundle | torch.nn.Module, defenses: DefenseSet | None, image: torch.Tensor,
+                   true_label: int | None, class_names: Sequence[str],
+                   **settings: Any) -> tuple[ExploreResult, list[dict[str, Any]]]:
+    """Everything the Explore view shows: :func:`explore` on the AMR-GMM bundle (or a bare
+    backbone), then every network of ``defenses`` under the same attack, radius, steps, seed and target."""
     result = explore(bundle, image, true_label, tuple(class_names), **settings)
     rows: list[dict[str, Any]] = []
     if defenses is not None and len(defenses):
@@ -69,6 +70,9 @@ def rerun_report(report: dict[str, Any], bundle: AMRBundle, defenses: DefenseSet
     Raises ``CheckpointError`` if the AMR-GMM checkpoint is not the one the report was made with.
     """
     settings = report["settings"]
+    if settings.get("network", "adv") != "adv":
+        raise ValueError(f"this report attacked the {settings['network']} network; only reports of the robust (adv) "
+                         "network can be rerun from the command line")
     if settings.get("amr_sha256") and settings["amr_sha256"] != bundle.card.get("sha256"):
         raise CheckpointError("the report was made with another AMR-GMM checkpoint "
                               f"(sha256 {settings['amr_sha256'][:12]}..., loaded {str(bundle.card.get('sha256'))[:12]}...)")
@@ -139,19 +143,19 @@ def report_png(result: ExploreResult, defenses: Sequence[dict[str, Any]] = (), s
     """A PNG panel: the eight pictures with their predictions, the KL line and the defense table."""
     tiles = [(Image.fromarray(result.images[key]).resize(
         (result.images[key].shape[1] * scale, result.images[key].shape[0] * scale), Image.NEAREST),
-        _caption(result, pred, title)) for key, title, pred in PANEL_ORDER]
+        _caption(result, pred, title)) for key, title, pred in PANEL_ORDER if key in result.images]
     tw, th = tiles[0][0].size
     cell_w, cell_h = max(tw, 190), th + 18
     cols = 4
     rows = math.ceil(len(tiles) / cols)
     s = result.settings
-    lines = [f"{s['attack']} eps={255 * s['eps']:.1f}/255 steps={s['steps']} seed={s['seed']} "
-             f"target={s['target']} eps_inv={s['eps_inv']:.3f}",
-             "KL x1000 to the causal prediction: " + ", ".join(f"{k} {v:.2f}" for k, v in result.kl_x1000.items())]
+    lines = [f"{s.get('network', 'adv')} network, {s['attack']} eps={255 * s['eps']:.1f}/255 steps={s['steps']} "
+             f"seed={s['seed']} target={s['target']}" + (f" eps_inv={s['eps_inv']:.3f}" if "eps_inv" in s else ""),
+             "KL x1000 to the causal prediction: " + ", ".join(f"{k} {v:.2f}" for k, v in result.kl_x1000.items())
+             if result.has_causal else "no causal estimator for this network: no causal panels"]
     names = result.class_names
     for row in defenses:
-        cafe = {False: "baseline", True: "CAFE"}.get(row["cafe"], str(row["cafe"]))
-        lines.append(f"{row['defense']:7s} {cafe:10s} clean {names[row['clean_label']][:12]:12s} "
+        lines.append(f"{row.get('name', row['defense'])[:32]:32s} clean {names[row['clean_label']][:12]:12s} "
                      f"{100 * row['clean_confidence']:3.0f}%   attacked {names[row['adversarial_label']][:12]:12s} "
                      f"{100 * row['adversarial_confidence']:3.0f}%")
     height = rows * cell_h + 14 * len(lines) + 16

@@ -11,7 +11,11 @@ forking a process whose torch thread pools have started is unsafe. The standard 
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import multiprocessing
+import threading
+from collections import OrderedDict
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -56,23 +60,98 @@ def _warm_up(folder: str, image: torch.Tensor) -> bool:
     return True
 
 
+def checkpoint_fingerprint(folder: str | Path) -> str:
+    """sha256 over the sha256 recorded in every card of a checkpoint set (a changed file, a changed key)."""
+    digest = hashlib.sha256()
+    for card in sorted(Path(folder).glob("*.json")):
+        try:
+            sha = json.loads(card.read_text()).get("sha256", "")
+        except (OSError, ValueError, AttributeError):
+            sha = ""
+        digest.update(f"{card.name}:{sha};".encode())
+    return digest.hexdigest()
+
+
+def _spawn_without_main_script() -> None:
+    """Make spawned workers import this module instead of re-running the parent's main script.
+
+    A spawned child re-executes the parent's ``__main__`` file; for ``python app.py`` that means
+    gradio, the page layout and the server's models, ~300 MB per worker that no analysis uses.
+    When the parent runs a script (``__spec__`` is None), naming a module spec makes the child
+    import that module by name instead (multiprocessing.spawn's documented ``-m`` behaviour).
+    """
+    import importlib.machinery
+    import sys
+
+    main = sys.modules.get("__main__")
+    if main is not None and getattr(main, "__spec__", None) is None and getattr(main, "__file__", None):
+        main.__spec__ = importlib.machinery.ModuleSpec(__name__, None)
+
+
+class ResultCache:
+    """Finished analyses by content: sha256 of the model input, the settings and the checkpoints.
+
+    A class of 30 sends the same gallery image with the same settings at once; each answer after
+    the first is a dictionary lookup. Bounded: the least recently used entry goes first. The
+    results are shared, so callers treat them as read-only.
+    """
+
+    def __init__(self, max_entries: int = 256) -> None:
+        self.max_entries = max_entries
+        self._entries: OrderedDict[str, Any] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = self.misses = 0
+
+    @staticmethod
+    def key(image: torch.Tensor, settings: dict[str, Any], fingerprint: str) -> str:
+        digest = hashlib.sha256(image.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+        digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
+        digest.update(fingerprint.encode())
+        return digest.hexdigest()
+
+    def get(self, key: str) -> Any | None:
+        with self._lock:
+            if key in self._entries:
+                self._entries.move_to_end(key)
+                self.hits += 1
+                return self._entries[key]
+            self.misses += 1
+            return None
+
+    def put(self, key: str, value: Any) -> None:
+        with self._lock:
+            self._entries[key] = value
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
 class AnalysisPool:
     """``workers`` spawned processes answering :meth:`comparison`; ``workers=0`` runs in-process.
+
+    Answers are kept in a :class:`ResultCache` shared by every worker (it lives in this process).
 
     Args:
         workers: worker processes (one per core is the useful maximum).
         threads: torch threads inside each worker.
+        cache_entries: finished analyses kept (0: no cache).
     """
 
-    def __init__(self, workers: int = 2, threads: int = 1) -> None:
+    def __init__(self, workers: int = 2, threads: int = 1, cache_entries: int = 256) -> None:
         if workers < 0:
             raise ValueError(f"workers must be >= 0, got {workers}")
         self.workers, self.threads = workers, threads
+        self.cache = ResultCache(cache_entries) if cache_entries else None
+        self._fingerprints: dict[str, str] = {}
         self._executor: ProcessPoolExecutor | None = None
         self._start()
 
     def _start(self) -> None:
         if self.workers:
+            _spawn_without_main_script()
             self._executor = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
                                                  initializer=_init_worker, initargs=(self.threads,))
 
@@ -84,8 +163,26 @@ class AnalysisPool:
 
     def comparison(self, folder: str | Path, image: torch.Tensor, true_label: int | None,
                    bundle_path: str | Path | None = None, **settings: Any) -> tuple[ExploreResult, list[dict[str, Any]]]:
-        """:meth:`Lab.comparison` of the set in ``folder`` (errors are re-raised as they are)."""
+        """:meth:`Lab.comparison` of the set in ``folder`` (errors are re-raised as they are),
+        from the cache when the same input, settings and checkpoints were analysed before."""
         args = (str(folder), image, true_label, str(bundle_path) if bundle_path else None, settings)
+        key = None
+        if self.cache is not None:
+            if str(folder) not in self._fingerprints:
+                self._fingerprints[str(folder)] = checkpoint_fingerprint(folder)
+            fingerprint = self._fingerprints[str(folder)]
+            if bundle_path:
+                fingerprint += hashlib.sha256(Path(bundle_path).read_bytes()).hexdigest()
+            key = ResultCache.key(image, {**settings, "true_label": true_label}, fingerprint)
+            cached = self.cache.get(key)
+            if cached is not None:
+                return cached
+        answer = self._compute(args)
+        if key is not None:
+            self.cache.put(key, answer)
+        return answer
+
+    def _compute(self, args: tuple) -> tuple[ExploreResult, list[dict[str, Any]]]:
         if self._executor is None:
             return _comparison(*args)
         try:

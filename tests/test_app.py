@@ -7,10 +7,13 @@ import pytest
 import torch
 
 from cafe_core.checkpoints import CheckpointError, save_checkpoint
+from cafe_core.handlers import EXAMPLE_DIR, TRAIN_ROOT
 from cafe_core.images import prepare_image
 from cafe_core.predict import classify, load_stage
+from cafe_core.texts import PANELS
 
 gradio_client = pytest.importorskip("gradio_client")
+EXAMPLES = [str(p) for p in sorted(EXAMPLE_DIR.glob("*.png"))]
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +53,7 @@ def client(checkpoint_set):
     import app
 
     demo = app.build_app(checkpoint_set)
-    demo.launch(server_name="127.0.0.1", server_port=None, prevent_thread_lock=True, quiet=True)
+    app.launch(demo, server_name="127.0.0.1", server_port=None, prevent_thread_lock=True, quiet=True)
     try:
         yield gradio_client.Client(demo.local_url, verbose=False)
     finally:
@@ -61,7 +64,7 @@ def client(checkpoint_set):
 def test_classify_endpoint_matches_the_library(client, checkpoint_set):
     import app
 
-    example = app.EXAMPLES[0]
+    example = EXAMPLES[0]
     label, seen, notes = client.predict("toy_set", "adv", gradio_client.handle_file(example), api_name="/classify")
     confidences = {c["label"]: c["confidence"] for c in label["confidences"]}
     loaded = load_stage(checkpoint_set)
@@ -73,8 +76,8 @@ def test_classify_endpoint_matches_the_library(client, checkpoint_set):
     assert "What the model sees" in notes
 
 
-def explore_args(example, eps_255=25, steps=5, seed=0, target="none", attack="pgd"):
-    return ("toy_set", gradio_client.handle_file(example), attack, eps_255, steps, seed, target, False)
+def explore_args(example, eps_255=25, steps=5, seed=0, target="none", attack="pgd", network="adv"):
+    return ("toy_set", gradio_client.handle_file(example), network, attack, eps_255, steps, seed, target, False)
 
 
 def test_explore_endpoint_returns_every_panel_and_the_library_numbers(client, checkpoint_set):
@@ -84,9 +87,10 @@ def test_explore_endpoint_returns_every_panel_and_the_library_numbers(client, ch
     import app
     from cafe_core.lab import Lab
 
-    example = app.EXAMPLES[3]  # a dress: true label known from the gallery file name
-    gallery, probs, channels, summary, table, numbers = client.predict(*explore_args(example), api_name="/explore")
-    assert len(gallery) == len(app.PANELS)
+    example = EXAMPLES[3]  # a dress: true label known from the gallery file name
+    gallery, headline, probs, channels, summary, table, numbers = client.predict(*explore_args(example),
+                                                                                 api_name="/explore")
+    assert len(gallery) == len(PANELS)
     captions = [item["caption"] for item in gallery]
     assert captions[0].startswith("Clean: ") and "Causal inversion" in captions[3]
     assert any(c.endswith(("✓", "✗")) for c in captions)
@@ -100,14 +104,16 @@ def test_explore_endpoint_returns_every_panel_and_the_library_numbers(client, ch
     # Same seed, same settings, straight through the library: the same predictions.
     lab = Lab(checkpoint_set)
     result, rows = lab.comparison(prepare_image(example, 1, 28).tensor, 3, attack="pgd", eps=25 / 255, steps=5,
-                                  seed=0, feature_steps=app.FEATURE_STEPS)
+                                  seed=0)
     for name in ("causal", "counterfactual", "natural", "adversarial"):
         assert numbers["predictions"][name]["label"] == result.predictions[name].label
         assert numbers["predictions"][name]["probabilities"] == pytest.approx(result.predictions[name].probabilities,
                                                                               abs=1e-5)
-    assert [r[:2] for r in table["data"]] == [["ADV", "baseline"], ["ADV", "CAFE"]]
-    assert [r[3].split(" ")[0] for r in table["data"]] == [lab.class_names[r["adversarial_label"]] for r in rows]
+    assert [r[0] for r in table["data"]] == ["ADV", "ADV + CAFE"]
+    assert [r[2].split(" ")[0] for r in table["data"]] == [lab.class_names[r["adversarial_label"]] for r in rows]
     assert "KL to the causal prediction" in summary
+    predicted = result.predictions["adversarial"]
+    assert (f"now says **{predicted.class_name}**" in headline) == (predicted.label != result.predictions["natural"].label)
     assert probs is not None and channels is not None
     files = client.predict(api_name="/report")  # chained after /explore, on the same session's result
     assert sorted(Path(f).suffix for f in files) == [".json", ".png"]
@@ -122,13 +128,14 @@ def test_explore_endpoint_returns_every_panel_and_the_library_numbers(client, ch
 def test_robustness_lesson_and_describe_endpoints(client):
     table, curves, text = client.predict("toy_set", api_name="/robustness")
     assert table["headers"][:3] == ["defense", "CAFE", "clean"]
+    assert "holds for" in text
     assert [row[:2] for row in table["data"]] == [["adv", "baseline"], ["adv", "CAFE"]]
     assert "[" in table["data"][1][2], "the CAFE row carries its confidence interval"
     assert "Images per column" in text and curves is not None
-    info, models = client.predict("toy_set", api_name="/describe")
+    info, models, networks = client.predict("toy_set", api_name="/describe")
     assert "fashion-mnist" in info
     lesson, gallery = client.predict("2. The attack", "toy_set", api_name="/lesson")
-    assert "changes every pixel by at most 26/255" in lesson and len(gallery) == 8
+    assert "changes every pixel by at most 26/255" in lesson and len(gallery) == len(PANELS)
     with pytest.raises(Exception, match="Unknown lesson step|not in the list of choices"):
         client.predict("9. Nothing", "toy_set", api_name="/lesson")
     with pytest.raises(Exception, match="Unknown checkpoint set|not in the list of choices"):
@@ -159,12 +166,12 @@ def test_train_tab_trains_bounded_h_and_g_that_explore_can_use(client):
     with pytest.raises(Exception, match="epochs must be between|greater than maximum"):
         client.predict("toy_set", 100, 99, api_name="/train")
     # The session's state now holds the new h/g: Explore uses them when asked.
-    args = list(explore_args(app.EXAMPLES[0]))
+    args = list(explore_args(EXAMPLES[0]))
     args[-1] = True
-    numbers = client.predict(*args, api_name="/explore")[5]
+    numbers = client.predict(*args, api_name="/explore")[6]
     from cafe_core.checkpoints import read_card
 
-    trained = sorted(app.TRAIN_ROOT.glob("amr_*/amr.safetensors"), key=lambda p: p.stat().st_mtime)[-1]
+    trained = sorted(TRAIN_ROOT.glob("amr_*/amr.safetensors"), key=lambda p: p.stat().st_mtime)[-1]
     assert numbers["settings"]["amr_sha256"] == read_card(trained)["sha256"]
 
 
@@ -180,7 +187,7 @@ def test_explore_refuses_out_of_range_settings(client, args, message):
 
     attack, eps_255, steps, seed, target = args
     with pytest.raises(Exception, match=message):
-        client.predict(*explore_args(app.EXAMPLES[0], eps_255, steps, seed, target, attack), api_name="/explore")
+        client.predict(*explore_args(EXAMPLES[0], eps_255, steps, seed, target, attack), api_name="/explore")
 
 
 def test_non_image_upload_gives_a_clear_error_and_the_app_keeps_serving(client, tmp_path):
@@ -190,21 +197,22 @@ def test_non_image_upload_gives_a_clear_error_and_the_app_keeps_serving(client, 
         client.predict("toy_set", "adv", gradio_client.handle_file(str(bogus)), api_name="/classify")
     import app
 
-    label, _, _ = client.predict("toy_set", "adv", gradio_client.handle_file(app.EXAMPLES[1]), api_name="/classify")
+    label, _, _ = client.predict("toy_set", "adv", gradio_client.handle_file(EXAMPLES[1]), api_name="/classify")
     assert label["label"]
 
 
 def test_paths_outside_the_upload_cache_are_refused(client, tmp_path):
-    import gradio as gr
     import httpx
 
-    import app
+    from cafe_core.handlers import AppContext
+    from cafe_core.settings import UserError
 
-    with pytest.raises(gr.Error, match="not an upload of this session"):
-        app.upload_path({"path": "/etc/passwd"}, tmp_path)
-    with pytest.raises(gr.Error, match="not an upload of this session"):
-        app.upload_path({"path": str(tmp_path / ".." / ".." / "etc" / "passwd")}, tmp_path)
-    assert app.upload_path({"path": app.EXAMPLES[0]}, tmp_path) == app.EXAMPLES[0]
+    ctx = AppContext(tmp_path, None, [], upload_roots=[tmp_path.resolve(), EXAMPLE_DIR.resolve()])
+    with pytest.raises(UserError, match="not an upload of this session"):
+        ctx.upload_path({"path": "/etc/passwd"})
+    with pytest.raises(UserError, match="not an upload of this session"):
+        ctx.upload_path({"path": str(tmp_path / ".." / ".." / "etc" / "passwd")})
+    assert str(ctx.upload_path({"path": EXAMPLES[0]})) == EXAMPLES[0]
     # Raw HTTP, as a hostile API caller would send it (gradio_client would upload the file instead).
     base = client.src.rstrip("/")
     payload = {"data": ["toy_set", "adv", {"path": "/etc/passwd", "meta": {"_type": "gradio.FileData"}}]}
@@ -264,9 +272,9 @@ def test_every_broken_upload_gives_a_clean_error_and_the_app_keeps_serving(clien
         with pytest.raises(Exception, match=message):
             client.predict("toy_set", "adv", gradio_client.handle_file(str(path)), api_name="/classify")
         with pytest.raises(Exception, match=message):
-            client.predict("toy_set", gradio_client.handle_file(str(path)), "pgd", 8, 2, 0, "none", False,
+            client.predict("toy_set", gradio_client.handle_file(str(path)), "adv", "pgd", 8, 2, 0, "none", False,
                            api_name="/explore")
-        label, _, _ = client.predict("toy_set", "adv", gradio_client.handle_file(app.EXAMPLES[0]), api_name="/classify")
+        label, _, _ = client.predict("toy_set", "adv", gradio_client.handle_file(EXAMPLES[0]), api_name="/classify")
         assert label["label"], f"the app stopped serving after {name}"
 
 
@@ -300,7 +308,7 @@ def test_numbers_out_of_range_via_the_api_are_refused(client, field, value, mess
     args = {"eps": 8, "steps": 2, "seed": 0}
     args[field] = value
     with pytest.raises(Exception, match=message):
-        client.predict("toy_set", gradio_client.handle_file(app.EXAMPLES[0]), "pgd", args["eps"], args["steps"],
+        client.predict("toy_set", gradio_client.handle_file(EXAMPLES[0]), "adv", "pgd", args["eps"], args["steps"],
                        args["seed"], "none", False, api_name="/explore")
 
 
@@ -308,10 +316,10 @@ def test_a_full_queue_answers_busy_instead_of_piling_up(checkpoint_set):
     import app
 
     demo = app.build_app(checkpoint_set, queue_size=1)
-    demo.launch(server_name="127.0.0.1", server_port=None, prevent_thread_lock=True, quiet=True)
+    app.launch(demo, server_name="127.0.0.1", server_port=None, prevent_thread_lock=True, quiet=True)
     try:
         client = gradio_client.Client(demo.local_url, verbose=False)
-        jobs = [client.submit(*explore_args(app.EXAMPLES[i % len(app.EXAMPLES)], steps=20), api_name="/explore")
+        jobs = [client.submit(*explore_args(EXAMPLES[i % len(EXAMPLES)], steps=20), api_name="/explore")
                 for i in range(8)]
         outcomes = []
         for job in jobs:
@@ -322,7 +330,7 @@ def test_a_full_queue_answers_busy_instead_of_piling_up(checkpoint_set):
                 outcomes.append(str(err))
         assert any("Queue is full" in o for o in outcomes), outcomes
         assert "ok" in outcomes, "the requests that got in are answered"
-        label, _, _ = client.predict("toy_set", "adv", gradio_client.handle_file(app.EXAMPLES[0]), api_name="/classify")
+        label, _, _ = client.predict("toy_set", "adv", gradio_client.handle_file(EXAMPLES[0]), api_name="/classify")
         assert label["label"]
     finally:
         demo.close()

@@ -11,12 +11,16 @@ from pathlib import Path
 
 import pytest
 
+from cafe_core.handlers import EXAMPLE_DIR
+
 selenium = pytest.importorskip("selenium")
 from selenium import webdriver  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support import expected_conditions as EC  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+EXAMPLES = [str(p) for p in sorted(EXAMPLE_DIR.glob("*.png"))]
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")
@@ -31,8 +35,7 @@ def server():
     import app
 
     demo = app.build_app()  # the shipped checkpoint set: real models, no dataset needed
-    demo.launch(server_name="127.0.0.1", server_port=None, prevent_thread_lock=True, quiet=True,
-                max_file_size=app.MAX_FILE_BYTES)
+    app.launch(demo, server_name="127.0.0.1", server_port=None, prevent_thread_lock=True, quiet=True)
     try:
         yield demo.local_url
     finally:
@@ -84,14 +87,39 @@ def click_tab(driver, wait, title: str) -> None:
     tab.click()
 
 
-def test_upload_attack_panels_tabs_and_report_download(server, browser, downloads):
-    import app
+def captions(driver) -> list[str]:
+    return [e.text for e in driver.find_elements(By.CSS_SELECTOR, "#explore-gallery .caption-label")]
 
+
+def test_first_screen_shows_a_fooled_example_and_the_first_click_shows_it_again(server, browser):
+    wait = WebDriverWait(browser, 120)
+    browser.set_window_size(1400, 2200)
+    browser.get(server)
+    # Before any click: the worked example of the first gallery image, panels and headline.
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#explore-gallery img")) >= 8)
+    assert "The attack worked" in browser.find_element(By.ID, "explore-headline").text
+    before = captions(browser)
+    assert any(c.startswith("Adversarial:") and c.endswith("✗") for c in before), before
+    # Click the first gallery example, then the button.
+    example = wait.until(EC.element_to_be_clickable((By.CSS_SELECTOR, "#example-gallery .gallery-item")))
+    example.click()
+    time.sleep(1)
+    browser.find_element(By.XPATH, "//button[contains(., 'Attack and explain')]").click()
+    time.sleep(1)
+    wait.until(lambda d: len(captions(d)) >= 8)
+    after = captions(browser)
+    adversarial = next(c for c in after if c.startswith("Adversarial:"))
+    causal = next(c for c in after if c.startswith("Causal feature:"))
+    assert adversarial.endswith("✗") and causal.endswith("✓"), after
+    assert "no defense" in browser.find_element(By.TAG_NAME, "body").text, "the undefended network's row"
+
+
+def test_upload_attack_panels_tabs_and_report_download(server, browser, downloads):
     wait = WebDriverWait(browser, 120)
     browser.get(server)
     wait.until(EC.presence_of_element_located((By.XPATH, "//h1[contains(., 'CAFE Lab')]")))
     upload = wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "input[type=file]")))
-    upload.send_keys(app.EXAMPLES[3])
+    upload.send_keys(EXAMPLES[3])
     wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "img[alt]")))
     time.sleep(1)  # let the upload finish before the click
     browser.find_element(By.XPATH, "//button[contains(., 'Attack and explain')]").click()
@@ -102,7 +130,7 @@ def test_upload_attack_panels_tabs_and_report_download(server, browser, download
     assert "Clean:" in captions and "Causal inversion" in captions
     wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, ".js-plotly-plot")) >= 2)
     body = browser.find_element(By.TAG_NAME, "body").text
-    assert "baseline" in body and "CAFE" in body, "the defense table is on the page"
+    assert "no defense" in body and "TRADES + CAFE" in body, "the every-network table is on the page"
     shot(browser, "explore")
     # Download the report (PNG + JSON) through the page's own links.
     links = wait.until(lambda d: [a for a in d.find_elements(By.CSS_SELECTOR, "a[download]")
@@ -126,13 +154,11 @@ def test_upload_attack_panels_tabs_and_report_download(server, browser, download
     click_tab(browser, wait, "Learn")
     wait.until(EC.visibility_of_element_located((By.XPATH, "//*[contains(., 'Glossary')]")))
     browser.find_element(By.XPATH, "//button[contains(., 'Show this step')]").click()
-    wait.until(lambda d: "adversarially trained network" in d.find_element(By.TAG_NAME, "body").text)
+    wait.until(lambda d: "robust network (adversarial training) reads it as" in d.find_element(By.TAG_NAME, "body").text)
     shot(browser, "learn")
 
 
 def test_a_broken_upload_shows_a_clear_message_and_the_page_keeps_working(server, browser, tmp_path):
-    import app
-
     wait = WebDriverWait(browser, 60)
     browser.get(server)
     bogus = tmp_path / "holiday.png"
@@ -145,7 +171,7 @@ def test_a_broken_upload_shows_a_clear_message_and_the_page_keeps_working(server
                or "not an image" in d.find_element(By.TAG_NAME, "body").text.lower())
     browser.get(server)
     upload = wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "input[type=file]")))
-    upload.send_keys(app.EXAMPLES[1])
+    upload.send_keys(EXAMPLES[1])
     time.sleep(1)
     browser.find_element(By.XPATH, "//button[contains(., 'Classify only')]").click()
     wait.until(lambda d: "What the model sees" in d.find_element(By.TAG_NAME, "body").text)
