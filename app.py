@@ -73,6 +73,8 @@ def build_app(checkpoints=None, queue_size: int = QUEUE_SIZE, warm_up: bool = Tr
     as ``demo.context`` and the worker pool as ``demo.analysis_pool`` (``.close()`` stops it).
     """
     ctx = h.AppContext.create(checkpoints, WORKERS if workers is None else workers)
+    if warm_up:
+        h.warm_up(ctx)
     first, lab = (h.example_view(ctx, 0) if warm_up else None), ctx.first
     if warm_up:
         h.prefill_gallery(ctx)
@@ -195,6 +197,10 @@ def build_app(checkpoints=None, queue_size: int = QUEUE_SIZE, warm_up: bool = Tr
                             queue=False)
         lesson_button.click(shown(lambda *a: h.show_lesson(ctx, *a)), [lesson_choice, set_choice],
                             [lesson_text, lesson_gallery], api_name="lesson")
+        def cache_stats() -> dict:
+            return h.cache_stats(ctx)
+
+        gr.api(cache_stats, api_name="cache_stats", queue=False)
     demo.queue(max_size=queue_size, default_concurrency_limit=CONCURRENCY)
     demo.context, demo.analysis_pool = ctx, ctx.pool
     return demo
@@ -202,7 +208,8 @@ def build_app(checkpoints=None, queue_size: int = QUEUE_SIZE, warm_up: bool = Tr
 
 def launch(demo: gr.Blocks, **options):
     """``demo.launch`` with the app's page style, upload limit and report folder (tests use it too)."""
-    return demo.launch(css=CSS, max_file_size=MAX_FILE_BYTES, allowed_paths=[str(h.REPORT_ROOT)], **options)
+    return demo.launch(css=CSS, max_file_size=MAX_FILE_BYTES, allowed_paths=[str(h.REPORT_ROOT), str(h.IMAGE_ROOT)],
+                       **options)
 
 
 def main() -> None:

@@ -13,6 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+import numpy as np
+from PIL import Image
+
 from .checkpoints import CheckpointError
 from .figures import channel_bars, probability_bars, robustness_curves, training_curves
 from .gallery import read_manifest
@@ -24,6 +27,7 @@ from .names import network_name
 from .predict import LoadedModel, checkpoint_dir, classify
 from .report import build_report, report_png, write_report
 from .robustness import claim_check
+from .serialization import atomic_write
 from .serving import AnalysisPool, WorkerStopped
 from .settings import (MAX_EPS_255, MAX_STEPS, UserError, checked_attack, checked_number, explore_defaults,
                        explore_settings)
@@ -34,6 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_DIR = ROOT / "assets" / "examples"
 REPORT_ROOT = Path(tempfile.gettempdir()) / "cafe_lab_reports"
 TRAIN_ROOT = Path(tempfile.gettempdir()) / "cafe_lab_train"
+IMAGE_ROOT = Path(tempfile.gettempdir()) / "cafe_lab_images"
 
 
 @dataclass
@@ -121,6 +126,32 @@ class AppContext:
             raise UserError(str(err)) from None
 
 
+def warm_up(ctx: AppContext) -> None:
+    """Start every worker process and load the default set in it now, not during the first visits."""
+    if ctx.examples:
+        lab = ctx.first
+        ctx.pool.warm_up(lab.folder, prepare_image(ctx.examples[0], lab.adv.info.channels, lab.adv.info.image_size).tensor)
+
+
+def picture_files(items: list[tuple[np.ndarray, str]]) -> list[tuple[str, str]]:
+    """(PNG path, caption) for (image array, caption) pairs: each picture written once, atomically,
+    under a name from its content.
+
+    Why not hand gradio the arrays: it re-encodes each one into a content-addressed cache file by
+    truncating and rewriting it, so two answers with the same picture (cached answers, a class
+    clicking the same example) can serve a half-written file. A file that exists is never rewritten.
+    """
+    IMAGE_ROOT.mkdir(parents=True, exist_ok=True)
+    out = []
+    for array, caption in items:
+        data = np.ascontiguousarray(array)
+        path = IMAGE_ROOT / f"{hashlib.sha256(data.tobytes() + str(data.shape).encode()).hexdigest()[:32]}.png"
+        if not path.is_file():
+            atomic_write(path, lambda tmp, data=data: Image.fromarray(data).save(tmp, format="PNG"))
+        out.append((str(path), caption))
+    return out
+
+
 def network_choices(lab: Lab) -> list[tuple[str, str]]:
     """(plain name, checkpoint stem) of the networks Explore can attack."""
     return [(network_name(n), n) for n in lab.networks()]
@@ -136,7 +167,7 @@ def describe(ctx: AppContext, set_name: str | None) -> str:
 
 
 def _view(lab: Lab, result, rows, notes=()) -> ExploreView:
-    return ExploreView(gallery_items(result), explore_headline(result, rows), explore_summary(result, notes),
+    return ExploreView(picture_files(gallery_items(result)), explore_headline(result, rows), explore_summary(result, notes),
                        {"headers": TABLE_HEADERS, "data": defense_table(rows, lab.class_names)},
                        probability_bars(result), channel_bars(result), result.to_json(),
                        {"result": result, "rows": rows, "folder": str(lab.folder)})
@@ -199,6 +230,14 @@ def prefill_gallery(ctx: AppContext) -> threading.Thread:
     return thread
 
 
+def cache_stats(ctx: AppContext) -> dict[str, int]:
+    """Hits, misses and entries of the result cache (for load tests and operators)."""
+    cache = ctx.pool.cache
+    if cache is None:
+        return {"hits": 0, "misses": 0, "entries": 0}
+    return {"hits": cache.hits, "misses": cache.misses, "entries": len(cache)}
+
+
 def make_report(last: dict[str, Any] | None) -> list[str]:
     """The report files (PNG panel + JSON) of the last Explore run."""
     if not last:
@@ -223,8 +262,8 @@ def run_attributions(ctx: AppContext, set_name: str | None, model_name: str | No
         raise UserError(str(err)) from None
     target = lab.class_names[attr.target]
     keys = [k for k in ("clean", "adversarial", "inverted") if k in attr.overlays["saliency"]]
-    return [(attr.overlays[method][key], f"{title}, {key} image, toward {target}")
-            for method, title in (("integrated_gradients", "IG"), ("saliency", "Saliency")) for key in keys]
+    return picture_files([(attr.overlays[method][key], f"{title}, {key} image, toward {target}")
+                          for method, title in (("integrated_gradients", "IG"), ("saliency", "Saliency")) for key in keys])
 
 
 def classify_upload(ctx: AppContext, set_name: str | None, model_name: str | None,
@@ -294,7 +333,7 @@ def show_lesson(ctx: AppContext, step: str, set_name: str | None) -> tuple[str, 
     except WorkerStopped as err:
         raise UserError(str(err)) from None
     text = lesson_step(LESSON_TITLES.index(step), result, rows, lab.robustness())
-    return text, gallery_items(result)
+    return text, picture_files(gallery_items(result))
 
 
 def run_training(ctx: AppContext, set_name: str | None, images: Any, epochs: Any) -> Iterator[tuple]:

@@ -57,7 +57,8 @@ class Lab:
             amr = self.folder / AMR_FILES[network]
             bundle = load_amr(amr, device) if amr.is_file() else None
             if bundle is not None and bundle.card["parent"]["sha256"] != loaded.card["sha256"]:
-                raise CheckpointError(f"{amr.name} was trained on another backbone than "
+                kind = "ADV" if network == "adv" else network
+                raise CheckpointError(f"{amr.name} was trained on another {kind} backbone than "
                                       f"{self.folder / (network + '.safetensors')}")
             self.bundles[network] = bundle
         self.bundle: AMRBundle | None = self.bundles["adv"]

@@ -55,7 +55,8 @@ def explore_headline(result: ExploreResult, rows: Sequence[dict[str, Any]] = ())
     natural, adversarial = result.predictions["natural"], result.predictions["adversarial"]
     attack = f"{s['attack'].upper()} (eps {255 * s['eps']:.0f}/255)"
     if natural.correct is False:
-        lines = [f"The {network} already gets the clean image wrong: it says {_said(result, 'natural')}."]
+        lines = [f"The {network} already gets the clean image wrong: it says {_said(result, 'natural')}; "
+                 f"after {attack} it says {_said(result, 'adversarial')}."]
     elif adversarial.label != natural.label:
         lines = [f"**The attack worked.** {attack} changed pixels by at most {255 * result.linf:.0f}/255 and the "
                  f"{network} now says {_said(result, 'adversarial')} instead of **{natural.class_name}**."]

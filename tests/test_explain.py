@@ -176,3 +176,24 @@ def test_fig3_grid_writes_png(setup, inverted, tmp_path):
         assert image.format == "PNG"
         width, height = image.size
     assert 400 <= width <= 2000 and 200 <= height <= 2000 and width > height
+
+
+def test_coarse_parameterisation_stays_in_range_and_reaches_the_target(setup):
+    from cafe_core.explain import APP_INVERSION, InversionSetting, feature_inversion
+
+    backbone, x = setup[0], setup[3]
+    with torch.no_grad():
+        target = {"natural": backbone.features(x)}
+    start = make_start(tuple(x.shape), seed=0)
+    still = feature_inversion(backbone, target, start, steps=0, resolution=14)
+    coarse = torch.nn.functional.interpolate(torch.nn.functional.adaptive_avg_pool2d(start, 14), size=28,
+                                             mode="bilinear", align_corners=False)
+    assert torch.allclose(still.images["natural"], coarse, atol=1e-6), "steps=0: the upsampled coarse start"
+    out = APP_INVERSION.invert(backbone, target, x.shape, seed=0)
+    picture = out.images["natural"]
+    assert picture.shape == x.shape and picture.min() >= 0 and picture.max() <= 1
+    assert (out.final_distance["natural"] < out.initial_distance["natural"]).all()
+    again = InversionSetting(**{**APP_INVERSION.__dict__}).invert(backbone, target, x.shape, seed=0)
+    assert torch.equal(again.images["natural"], picture)
+    with pytest.raises(ValueError, match="resolution"):
+        feature_inversion(backbone, target, start, resolution=0)
