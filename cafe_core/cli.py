@@ -126,6 +126,13 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--out", default="assets/examples")
     ex.add_argument("--per-class", type=int, default=1)
     ex.add_argument("--data-root", default=None)
+    od = sub.add_parser("ood", help="fit the out-of-distribution detector of a checkpoint set (ood.safetensors + card)")
+    od.add_argument("--config", default="fashion_lite", help="name in configs/ or a .toml path")
+    od.add_argument("--parent", default=None, help="backbone to fit on (default: <checkpoint_dir>/adv.safetensors)")
+    od.add_argument("--out", default=None, help="output .safetensors (default: <checkpoint_dir>/ood.safetensors)")
+    od.add_argument("--limit", type=int, default=None, help="only the first N training and N validation images")
+    od.add_argument("--data-root", default=None, help="dataset folder (default: Debian's / cache)")
+    _add_common(od)
     return parser
 
 
@@ -473,6 +480,19 @@ def cmd_export_examples(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ood(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .ood import fit_checkpoint_set
+
+    device = _setup(args)
+    card = fit_checkpoint_set(load_config(args.config), args.parent, args.out, args.limit, args.data_root, device,
+                              _command_line())
+    print(f"threshold {card['threshold']:.3f}: {100 * card['metrics']['val_pass_rate']:.2f}% of "
+          f"{card['n_val_images']} validation images pass; fitted on {card['n_train_images']} training images "
+          f"in {card['history'][0]['seconds']:.0f} s; wrote {card['weights']}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from .distributed import env_world
 
@@ -481,5 +501,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit(f"'{args.command}' runs as one process; under torchrun only 'train' and "
                          "'evaluate --checkpoint' are supported")
     handlers = {"train": cmd_train, "evaluate": cmd_evaluate, "export-examples": cmd_export_examples,
-                "analyze": cmd_analyze, "report": cmd_report, "pipeline": cmd_pipeline}
+                "analyze": cmd_analyze, "report": cmd_report, "pipeline": cmd_pipeline, "ood": cmd_ood}
     return handlers[args.command](args)

@@ -1,6 +1,14 @@
 """Turn any user image (path, bytes, PIL image or numpy array) into a model-ready tensor.
 
 Shared by the Gradio app and the CLI (never import gradio); ImageInputError texts are user-facing.
+
+``prepare_image(..., fashion_mnist=True)`` converts an upload the way Fashion-MNIST itself was
+made (Xiao et al. 2017, arXiv 1708.07747, section 2): a light background is negated (the source
+photos were products on white; every training image is a light object on black), the border
+colour is trimmed, the longest edge is resized to 28 keeping the aspect ratio, and the result is
+centred on black, 8-bit grey. An image that is already in that format (``size`` x ``size`` with a
+dark background, e.g. the gallery or any Fashion-MNIST test image) passes through unchanged.
+Every conversion is returned as a :class:`PreprocessStep` with before/after thumbnails.
 """
 from __future__ import annotations
 
@@ -20,12 +28,33 @@ MAX_FILE_BYTES = 10 * 1024 * 1024
 MAX_SIDE = 4096
 MAX_PIXELS = MAX_SIDE * MAX_SIDE
 
+THUMB_SIDE = 96  # longest side of the before/after thumbnails of a PreprocessStep (never enlarged)
+LIGHT_LEVEL = 128  # a background this light or lighter (corners and border, median) is negated
+TRIM_TOLERANCE = 0.05 * 255  # Fashion-MNIST's trim: within 5% of the maximum intensity of the corners
+
 ImageSource = Any  # str | Path | bytes | PIL.Image.Image | numpy.ndarray
 _DAMAGED = "Could not decode this image (the file is damaged or truncated)"
 
 
 class ImageInputError(ValueError):
     """A user-supplied image cannot be used; the message is short and user-facing."""
+
+
+@dataclass(frozen=True)
+class PreprocessStep:
+    """One conversion applied to an image on its way to the model ("what the model sees").
+
+    Attributes:
+        name: short identifier: "transparency", "greyscale", "rgb", "negate", "trim", "resize" or "pad".
+        description: one plain-English line saying what was done and why.
+        before: (h, w, 3) uint8 thumbnail of the image before this step (longest side at most
+            THUMB_SIDE; small images keep their size, so a 28x28 input gives 28x28 thumbnails).
+        after: the same after this step (the ``before`` of the next step).
+    """
+    name: str
+    description: str
+    before: np.ndarray
+    after: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -37,11 +66,19 @@ class PreparedImage:
         preview: (H, W, 3) uint8 of exactly what the model sees (grey replicated to 3 channels).
         notes: Human-readable notes of every conversion applied, in order.
         original_size: (width, height) after EXIF rotation, before any other conversion.
+        steps: the conversions that changed pixels, in order, with before/after thumbnails
+            (empty when the image was used as it is).
+        light_background: whether the image had a light background (only judged with
+            ``fashion_mnist=True``; None otherwise).
+        negated: whether it was negated because of that background.
     """
     tensor: torch.Tensor
     preview: np.ndarray
     notes: tuple[str, ...]
     original_size: tuple[int, int]
+    steps: tuple[PreprocessStep, ...] = ()
+    light_background: bool | None = None
+    negated: bool = False
 
 
 def _check_dimensions(width: int, height: int) -> None:
@@ -169,8 +206,33 @@ def _to_8bit(img: Image.Image, notes: list[str]) -> Image.Image:
     return Image.fromarray(np.rint(np.clip(a, 0, 255)).astype(np.uint8))
 
 
-def _fit(img: Image.Image, size: int, fill: int, notes: list[str]) -> Image.Image:
+def _thumbnail(img: Image.Image) -> np.ndarray:
+    """(h, w, 3) uint8 copy of ``img`` with its longest side at most THUMB_SIDE (never enlarged)."""
+    w, h = img.size
+    if max(w, h) > THUMB_SIDE:
+        scale = THUMB_SIDE / max(w, h)
+        img = img.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.BILINEAR,
+                         reducing_gap=2.0)
+    return np.array(img.convert("RGB"), dtype=np.uint8)
+
+
+class _Steps:
+    """Collects PreprocessSteps; each step's ``after`` thumbnail is the next one's ``before``."""
+
+    def __init__(self) -> None:
+        self.steps: list[PreprocessStep] = []
+        self._last: tuple[Image.Image, np.ndarray] | None = None
+
+    def add(self, name: str, description: str, before: Image.Image, after: Image.Image) -> None:
+        thumb = self._last[1] if self._last is not None and self._last[0] is before else _thumbnail(before)
+        after_thumb = _thumbnail(after)
+        self.steps.append(PreprocessStep(name, description, thumb, after_thumb))
+        self._last = (after, after_thumb)
+
+
+def _fit(img: Image.Image, size: int, fill: int, notes: list[str], steps: _Steps | None = None) -> Image.Image:
     """Resize keeping aspect ratio (longer side == size), then pad centred to size x size."""
+    steps = steps if steps is not None else _Steps()
     w, h = img.size
     if (w, h) == (size, size):
         return img
@@ -178,32 +240,102 @@ def _fit(img: Image.Image, size: int, fill: int, notes: list[str]) -> Image.Imag
     nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
     if (nw, nh) != (w, h):
         # LANCZOS avoids aliasing when shrinking; BICUBIC is smoother when enlarging.
-        img = img.resize((nw, nh), Image.Resampling.LANCZOS if scale < 1 else Image.Resampling.BICUBIC)
+        resized = img.resize((nw, nh), Image.Resampling.LANCZOS if scale < 1 else Image.Resampling.BICUBIC)
+        steps.add("resize", f"{'Shrank' if scale < 1 else 'Enlarged'} {w}x{h} to {nw}x{nh}: the longest edge "
+                  f"to {size} pixels, keeping the aspect ratio.", img, resized)
+        img = resized
     if (nw, nh) == (size, size):
         notes.append(f"resized {w}x{h} -> {size}x{size}")
         return img
     canvas = Image.new(img.mode, (size, size), (fill,) * len(img.getbands()))
     canvas.paste(img, ((size - nw) // 2, (size - nh) // 2))
+    shade = {0: "black", 255: "white"}.get(fill, f"grey ({fill})")
+    steps.add("pad", f"Centred the {nw}x{nh} image on a {size}x{size} {shade} square.", img, canvas)
     notes.append(f"resized {w}x{h} -> {nw}x{nh} keeping aspect ratio, padded to {size}x{size}"
                  if (nw, nh) != (w, h) else f"padded {w}x{h} to {size}x{size}")
     return canvas
 
 
-def prepare_image(source: ImageSource, channels: int, size: int, fill: int = 0) -> PreparedImage:
+def _corner_colour(a: np.ndarray) -> tuple[int, int]:
+    """(median of the four corner patches, median of the outer frame) of a 2-D uint8 array.
+
+    A patch is k x k with k = 1/32 of the shorter side (at least 1 pixel), so one speck of noise
+    or an object touching one corner does not decide the background colour.
+    """
+    h, w = a.shape
+    k = max(1, min(h, w) // 32)
+    corners = np.concatenate([a[:k, :k].ravel(), a[:k, -k:].ravel(), a[-k:, :k].ravel(), a[-k:, -k:].ravel()])
+    frame = np.concatenate([a[:k].ravel(), a[-k:].ravel(), a[k:-k, :k].ravel(), a[k:-k, -k:].ravel()])
+    return int(np.median(corners)), int(np.median(frame))
+
+
+def _fashion_mnist_style(img: Image.Image, size: int, auto_negate: bool, notes: list[str], steps: _Steps
+                         ) -> tuple[Image.Image, bool, bool]:
+    """Negate a light background and trim the border colour (greyscale 'L' in and out).
+
+    Returns (image, light background?, negated?); resizing and padding are left to ``_fit``.
+    """
+    a = np.asarray(img)
+    corner, frame = _corner_colour(a)
+    light = corner >= LIGHT_LEVEL and frame >= LIGHT_LEVEL
+    negated = False
+    if light and auto_negate:
+        # (corner - p) * 255 / corner: the background becomes black (0), black becomes white (255);
+        # for a pure white background this is exactly 255 - p.
+        mapped = np.clip(np.rint((corner - a.astype(np.float64)) * (255.0 / corner)), 0, 255).astype(np.uint8)
+        negated_img = Image.fromarray(mapped)
+        steps.add("negate", f"Negated: the light background (grey {corner}) became black and dark parts light, "
+                  "as Fashion-MNIST did with its product photos on white.", img, negated_img)
+        notes.append(f"negated the light background (grey {corner} -> black)")
+        img, a, negated = negated_img, mapped, True
+        corner = 0
+    elif light:
+        notes.append(f"kept the light background (grey {corner}): automatic negation is off, but the network "
+                     "only saw light objects on black")
+    if img.size == (size, size) and not light:
+        notes.append(f"already {size}x{size} with a dark background, like Fashion-MNIST: not trimmed or resized")
+        return img, light, negated
+    differs = np.abs(a.astype(np.int16) - corner) > TRIM_TOLERANCE
+    rows, cols = np.flatnonzero(differs.any(axis=1)), np.flatnonzero(differs.any(axis=0))
+    if rows.size == 0:
+        notes.append("one flat colour: nothing to trim")
+        return img, light, negated
+    box = (int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1)
+    if box != (0, 0, *img.size):
+        trimmed = img.crop(box)
+        w, h = img.size
+        steps.add("trim", f"Trimmed the border: cut {w}x{h} to the {trimmed.size[0]}x{trimmed.size[1]} box around "
+                  f"everything that differs from the corner colour (grey {corner}).", img, trimmed)
+        notes.append(f"trimmed the border colour: {w}x{h} -> {trimmed.size[0]}x{trimmed.size[1]}")
+        img = trimmed
+    return img, light, negated
+
+
+def prepare_image(source: ImageSource, channels: int, size: int, fill: int = 0, *, fashion_mnist: bool = False,
+                  auto_negate: bool = True) -> PreparedImage:
     """Convert any user image to a (1, channels, size, size) tensor plus a preview and notes.
 
     Args:
         source: Path, bytes, PIL image or numpy array.
         channels: 1 (greyscale, e.g. Fashion-MNIST) or 3 (RGB).
-        size: Output side; the image is fitted inside and padded, never cropped.
+        size: Output side; the image is fitted inside and padded, never cropped (except the
+            trimmed border with ``fashion_mnist``).
         fill: Grey level (0-255) for the padding and the background behind transparency.
+        fashion_mnist: convert the way Fashion-MNIST was made (module docstring): transparency on
+            white, light background negated, border colour trimmed, longest edge to ``size``,
+            centred on ``fill`` (black by default). Needs ``channels`` 1. Images already in that
+            format (``size`` x ``size``, dark background) come out exactly as they went in.
+        auto_negate: with ``fashion_mnist``, negate a light background (False keeps it as it is).
 
     Raises:
         ImageInputError: for unusable user input (plain ValueError for bad arguments).
     """
     if channels not in (1, 3) or int(size) != size or size < 1 or fill not in range(256):
         raise ValueError(f"need channels 1|3, size >= 1, fill 0-255; got {channels}, {size}, {fill}")
+    if fashion_mnist and channels != 1:
+        raise ValueError(f"fashion_mnist preprocessing makes greyscale images; got channels={channels}")
     notes: list[str] = []
+    steps = _Steps()
     img = _open(source, notes)
     original_size = img.size
     if img.mode.startswith("I") or img.mode == "F":
@@ -219,23 +351,32 @@ def prepare_image(source: ImageSource, channels: int, size: int, fill: int = 0) 
             raise ImageInputError(f"Unsupported image mode {img.mode}") from None
     if img.mode in ("LA", "RGBA"):
         # Composite on `fill`, not white: Fashion-MNIST has light objects on a black background.
+        # With fashion_mnist on white instead: its source photos were products on white, and the
+        # light background is then negated like theirs.
+        matte = 255 if fashion_mnist else fill
         base = img.mode[:-1]
-        background = Image.new(base, img.size, (fill,) * len(base))
+        background = Image.new(base, img.size, (matte,) * len(base))
         background.paste(img.convert(base), mask=img.getchannel("A"))
-        shade = {0: "black", 255: "white"}.get(fill, f"grey ({fill})")
+        shade = {0: "black", 255: "white"}.get(matte, f"grey ({matte})")
         notes.append(f"composited {img.mode} transparency onto a {shade} background")
+        steps.add("transparency", f"Filled the transparent parts with {shade}.", img, background)
         img = background
     if channels == 1 and img.mode != "L":
-        img = img.convert("L")  # ITU-R 601-2 luma: L = 0.299 R + 0.587 G + 0.114 B
+        grey = img.convert("L")  # ITU-R 601-2 luma: L = 0.299 R + 0.587 G + 0.114 B
         notes.append("converted RGB to greyscale (ITU-R 601 luma)")
+        steps.add("greyscale", "Converted the colours to 8-bit grey (the network sees one grey channel).", img, grey)
+        img = grey
     elif channels == 3 and img.mode != "RGB":
         img = img.convert("RGB")
         notes.append("replicated greyscale to 3 RGB channels")
-    img = _fit(img, int(size), int(fill), notes)
+    light, negated = None, False
+    if fashion_mnist:
+        img, light, negated = _fashion_mnist_style(img, int(size), auto_negate, notes, steps)
+    img = _fit(img, int(size), int(fill), notes, steps)
     hwc = np.array(img, dtype=np.uint8).reshape(img.size[1], img.size[0], -1)  # writable copy
     tensor = torch.from_numpy(hwc.transpose(2, 0, 1).copy()).float().div_(255.0).unsqueeze(0)
     preview = np.repeat(hwc, 3 // hwc.shape[2], axis=2)  # grey -> 3 equal channels
-    return PreparedImage(tensor, preview, tuple(notes), original_size)
+    return PreparedImage(tensor, preview, tuple(notes), original_size, tuple(steps.steps), light, negated)
 
 
 def image_to_uint8(tensor: torch.Tensor) -> np.ndarray:

@@ -297,3 +297,108 @@ def test_module_imports_no_gradio():
     assert {name.split(".")[0] for name in names} <= {"__future__", "io", "re", "struct", "warnings",
                                                     "dataclasses", "pathlib", "typing", "numpy",
                                                     "torch", "PIL"}
+
+
+# --------------------------------------------------- Fashion-MNIST-style preprocessing (issue 19)
+def _steps(p: images.PreparedImage) -> list[str]:
+    return [s.name for s in p.steps]
+
+
+def test_fashion_mnist_style_leaves_the_test_set_unchanged(tmp_path):
+    """All 10,000 test images, written as 28x28 8-bit PNGs and read through the app's path for a file,
+    give bit-identical model inputs, with no step applied."""
+    from cafe_core.data import DEBIAN_FASHION_MNIST, load_split
+
+    if not DEBIAN_FASHION_MNIST.is_dir():
+        pytest.skip("needs Debian package dataset-fashion-mnist")
+    test = load_split("fashion-mnist", "test", download=False)
+    assert len(test) == 10_000
+    start = time.perf_counter()
+    changed = []
+    for i, pixels in enumerate(test.images[:, 0].numpy()):
+        path = tmp_path / f"{i}.png"
+        Image.fromarray(pixels).save(path, compress_level=1)
+        p = prepare_image(str(path), 1, 28, fashion_mnist=True)
+        if not torch.equal(p.tensor, test.images[i:i + 1].float() / 255) or p.steps or p.negated:
+            changed.append(i)
+    assert changed == []
+    assert time.perf_counter() - start < 30
+
+
+def test_fashion_mnist_style_leaves_the_gallery_unchanged():
+    gallery = sorted((Path(images.__file__).resolve().parents[1] / "assets" / "examples").glob("*.png"))
+    assert len(gallery) == 10
+    for path in gallery:
+        p = prepare_image(path, 1, 28, fashion_mnist=True)
+        assert torch.equal(p.tensor, prepare_image(path, 1, 28).tensor) and p.steps == () and not p.negated
+        assert p.light_background is False
+        assert p.notes[-1] == "already 28x28 with a dark background, like Fashion-MNIST: not trimmed or resized"
+
+
+def _product(bg: int = 255) -> np.ndarray:
+    """A 100x60 (w x h) product shot: a dark 40x20 block (grey 40) at x 10-49, y 30-49 on a light background."""
+    a = np.full((60, 100, 3), bg, np.uint8)
+    a[30:50, 10:50] = 40
+    return a
+
+
+def test_fashion_mnist_style_negates_trims_resizes_and_pads_a_product_photo():
+    p = prepare_image(_product(240), 1, 28, fashion_mnist=True)
+    _check_output(p, 1, 28)
+    assert _steps(p) == ["greyscale", "negate", "trim", "resize", "pad"]
+    assert p.light_background is True and p.negated is True
+    v = _values(p)[0]
+    # 40x20 -> 28x14, centred vertically: rows 7-20; negated (240 - 40) * 255 / 240 = 212.5 -> 212.
+    assert (v[:7] == 0).all() and (v[21:] == 0).all() and (v[7:21] == 212).all()
+    assert p.notes[1:] == ("negated the light background (grey 240 -> black)",
+                           "trimmed the border colour: 100x60 -> 40x20",
+                           "resized 40x20 -> 28x14 keeping aspect ratio, padded to 28x28")
+    for step in p.steps:
+        assert step.description and "\n" not in step.description
+        for thumb in (step.before, step.after):
+            assert thumb.dtype == np.uint8 and thumb.ndim == 3 and thumb.shape[2] == 3
+            assert max(thumb.shape[:2]) <= images.THUMB_SIDE
+    assert p.steps[0].before.shape == (58, 96, 3) and (p.steps[0].before[0, 0] == 240).all()  # 100x60 shrunk to 96 wide
+    np.testing.assert_array_equal(p.steps[-1].after, p.preview)
+    for earlier, later in zip(p.steps, p.steps[1:]):
+        np.testing.assert_array_equal(earlier.after, later.before)
+
+
+def test_fashion_mnist_style_auto_negate_off_keeps_the_light_background():
+    p = prepare_image(_product(), 1, 28, fashion_mnist=True, auto_negate=False)
+    assert "negate" not in _steps(p) and p.light_background is True and not p.negated
+    assert any("automatic negation is off" in n for n in p.notes)
+    v = _values(p)[0]
+    assert (v[7:21] == 40).all() and (v[0] == 0).all()  # still trimmed to the dark block; padded with black
+
+
+def test_fashion_mnist_style_dark_background_is_trimmed_not_negated():
+    a = np.zeros((80, 80), np.uint8)
+    a[20:60, 30:50] = 200  # a light 20x40 object on black
+    p = prepare_image(a, 1, 28, fashion_mnist=True)
+    assert _steps(p) == ["trim", "resize", "pad"] and p.light_background is False
+    v = _values(p)[0]
+    assert (v[:, 7:21] == 200).all() and (v[:, :7] == 0).all() and (v[:, 21:] == 0).all()
+
+
+def test_fashion_mnist_style_flat_and_transparent_images():
+    white = prepare_image(np.full((50, 50), 250, np.uint8), 1, 28, fashion_mnist=True)
+    assert (_values(white) == 0).all() and "one flat colour: nothing to trim" in white.notes
+    assert _steps(white) == ["negate", "resize"]
+    rgba = np.zeros((40, 30, 4), np.uint8)
+    rgba[10:30, 5:25] = (20, 20, 20, 255)  # a dark opaque square on a transparent background
+    p = prepare_image(rgba, 1, 28, fashion_mnist=True)
+    assert _steps(p)[:3] == ["transparency", "greyscale", "negate"]
+    assert "composited RGBA transparency onto a white background" in p.notes
+    assert (_values(p) >= 230).all()  # the square, negated, fills the frame
+
+
+def test_fashion_mnist_style_needs_one_channel():
+    with pytest.raises(ValueError, match="greyscale"):
+        prepare_image(Image.new("L", (4, 4)), 3, 28, fashion_mnist=True)
+
+
+def test_plain_conversion_also_lists_its_steps():
+    p = prepare_image(Image.new("RGB", (56, 28), (200, 200, 200)), 1, 28)
+    assert _steps(p) == ["greyscale", "resize", "pad"] and p.light_background is None and not p.negated
+    assert prepare_image(Image.new("L", (28, 28)), 1, 28).steps == ()
