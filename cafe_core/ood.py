@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .checkpoints import CheckpointError, load_backbone, load_checkpoint, read_card, save_checkpoint
+from .checkpoints import CheckpointError, load_backbone, load_checkpoint, save_checkpoint
 from .serialization import sha256_file
 
 OOD_FILE = "ood.safetensors"
