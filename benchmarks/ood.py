@@ -198,7 +198,8 @@ def markdown(result: dict[str, Any]) -> str:
         "# Out-of-distribution warning",
         "",
         f"Detector `{result['detector']['file']}` ({result['detector']['method']}, sha256 "
-        f"{result['detector']['sha256'][:12]}), threshold {result['threshold']:.3f} (95% of the validation images pass).",
+        f"{result['detector']['sha256'][:12]}), threshold {result['threshold']:.3f} "
+        "(95% of the validation images pass).",
         f"Targets: test flag rate <= 5%, AUROC >= 0.95 on every out-of-distribution set: {verdict}.",
         "",
         markdown_table(["set", "input", "n", "flagged %", "AUROC", "AUROC, shared covariance only"], rows),
