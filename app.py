@@ -11,73 +11,46 @@ import os
 from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # works offline, in a classroom
-# Square's compiled query model (cafe_core.inference) costs a ~10 s compile and compiler memory
-# per worker; the app's one-image requests gain little from it, so it is off unless asked for.
-os.environ.setdefault("CAFE_FAST_QUERIES", "0")
 
 import gradio as gr  # noqa: E402
 
-from cafe_core import handlers as h  # noqa: E402
-from cafe_core import texts  # noqa: E402
+from cafe_core import handlers as h, texts  # noqa: E402
 from cafe_core.checkpoints import CheckpointError  # noqa: E402
 from cafe_core.figures import causal_graph, training_curves  # noqa: E402
 from cafe_core.images import MAX_FILE_BYTES  # noqa: E402
-from cafe_core.lab import MAX_EVAL_IMAGES  # noqa: E402
 from cafe_core.lesson import LESSON_TITLES, glossary_markdown  # noqa: E402
 from cafe_core.live_training import MAX_EPOCHS, MAX_IMAGES  # noqa: E402
-from cafe_core.settings import ATTACK_CHOICES, DEFAULT_STEPS, MAX_EPS_255, MAX_STEPS, UserError, default_eps_255  # noqa: E402
+from cafe_core.settings import (ATTACK_CHOICES, CONCURRENCY, DEFAULT_STEPS, MAX_EPS_255, MAX_STEPS,  # noqa: E402
+                                QUEUE_SIZE, TORCH_THREADS, WORKERS, UserError, default_eps_255)
 
-# One torch thread per request, two requests at once: measured on 2 cores, a request running in
-# gradio's worker thread with 2 torch threads took 2.8 s (its OpenMP team fights the idle, still
-# spinning team of another thread) against 1.1 s with 1 thread, for the same computation.
-TORCH_THREADS = 1
-QUEUE_SIZE = 32          # waiting requests; beyond this a caller gets "Queue is full! Please try again."
-CONCURRENCY = 2          # requests computed at once (2 cores)
-# Explore analyses run in worker processes (cafe_core.serving explains why not threads); 0: in-process.
-WORKERS = int(os.environ.get("CAFE_WORKERS", "2"))
-# Captions carry the ✓/✗ marks, so they wrap instead of being cut; 28x28 pictures stay crisp.
-CSS = """
-.gradio-container { max-width: 1400px !important; }
-#explore-headline { font-size: 1.1em; }
-.caption-label { white-space: normal !important; overflow: visible !important; text-overflow: clip !important; }
-#explore-gallery img, #input-image img, #lesson-gallery img { image-rendering: pixelated; }
-#input-image img { width: 100%; height: 100%; object-fit: contain; }
-"""
+CSS = (Path(__file__).resolve().parent / "assets" / "app.css").read_text()
 
 
 def shown(fn):
     """``fn`` with its ``UserError`` shown to the user as a gradio error (generators too)."""
     if inspect.isgeneratorfunction(fn):
         @functools.wraps(fn)
-        def stream(*args, **kwargs):
+        def stream(*args):
             try:
-                yield from fn(*args, **kwargs)
+                yield from fn(*args)
             except UserError as err:
                 raise gr.Error(str(err)) from None
         return stream
 
     @functools.wraps(fn)
-    def call(*args, **kwargs):
+    def call(*args):
         try:
-            return fn(*args, **kwargs)
+            return fn(*args)
         except UserError as err:
             raise gr.Error(str(err)) from None
     return call
 
 
 def build_app(checkpoints=None, queue_size: int = QUEUE_SIZE, warm_up: bool = True, workers: int | None = None) -> gr.Blocks:
-    """The Blocks app for the checkpoint set ``checkpoints`` (and its sibling sets).
-
-    ``warm_up`` starts the workers and analyses the gallery at start-up, so the first screen
-    shows a worked example and the gallery answers from the cache. The Blocks keeps its context
-    as ``demo.context`` and the worker pool as ``demo.analysis_pool`` (``.close()`` stops it).
-    """
+    """The Blocks app for ``checkpoints`` (and sibling sets); ``warm_up``: see ``handlers.start_up``.
+    The Blocks keeps its context as ``demo.context``, its pool as ``demo.analysis_pool`` (``.close()``)."""
     ctx = h.AppContext.create(checkpoints, WORKERS if workers is None else workers)
-    if warm_up:
-        h.warm_up(ctx)
-    first, lab = (h.example_view(ctx, 0) if warm_up else None), ctx.first
-    if warm_up:
-        h.prefill_gallery(ctx)
+    first, lab = (h.start_up(ctx) if warm_up else None), ctx.first
     eps_255, names = default_eps_255(lab.adv.card["eps"]), list(lab.class_names)
 
     with gr.Blocks(title="CAFE Lab") as demo:
@@ -97,8 +70,7 @@ def build_app(checkpoints=None, queue_size: int = QUEUE_SIZE, warm_up: bool = Tr
                                      elem_id="input-image")
                     network = gr.Radio(h.network_choices(lab), value="adv", label="network to attack")
                     with gr.Row():
-                        run = gr.Button("Attack and explain", variant="primary")
-                        classify_button = gr.Button("Classify only")
+                        run, classify_button = gr.Button("Attack and explain", variant="primary"), gr.Button("Classify only")
                     if ctx.examples:
                         gr.Examples([str(p) for p in ctx.examples], inputs=image, examples_per_page=10,
                                     label="Fashion-MNIST test images (chosen by a written rule: assets/examples)",
@@ -126,24 +98,20 @@ def build_app(checkpoints=None, queue_size: int = QUEUE_SIZE, warm_up: bool = Tr
                     report_files = gr.File(label="report (PNG panel + JSON to reproduce)", file_count="multiple",
                                            interactive=False)
                     numbers = gr.JSON(first.numbers if first else None, label="all numbers (settings, predictions, KL)")
-                    label = gr.Label(num_top_classes=3, label="prediction")
+                    label, notes = gr.Label(num_top_classes=3, label="prediction"), gr.Markdown()
                     seen = gr.Image(label="model input", interactive=False, height=200)
-                    notes = gr.Markdown()
         with gr.Tab("Robustness"):
-            robustness_text = gr.Markdown()
-            robustness_table = gr.Dataframe(label="robust accuracy % [CI of the difference to the baseline]",
+            robustness_text, robustness_table = gr.Markdown(), gr.Dataframe(label="robust accuracy % [CI of the difference to the baseline]",
                                             interactive=False, wrap=True)
             curves = gr.Plot(label="robust accuracy vs eps")
             with gr.Row():
                 eval_attack = gr.Dropdown([("Clean", "clean"), *ATTACK_CHOICES], value="pgd", label="attack")
                 eval_eps = gr.Slider(0, MAX_EPS_255, value=eps_255, step=1, label="eps /255")
                 eval_steps = gr.Slider(1, MAX_STEPS, value=DEFAULT_STEPS, step=1, label="steps")
-                eval_n = gr.Slider(10, MAX_EVAL_IMAGES, value=100, step=10, label="test images")
-            eval_button = gr.Button("Evaluate now")
-            eval_text, eval_json = gr.Markdown(), gr.JSON(label="result")
+                eval_n = gr.Slider(10, h.MAX_EVAL_IMAGES, value=100, step=10, label="test images")
+            eval_button, eval_text, eval_json = gr.Button("Evaluate now"), gr.Markdown(), gr.JSON(label="result")
         with gr.Tab("Train"):
-            gr.Markdown("Train a new causal estimator h and counterfactual generator g on the robust network, on a few "
-                        f"training images (at most {MAX_IMAGES} images, {MAX_EPOCHS} epochs; one run at a time).")
+            gr.Markdown(texts.TRAIN_INTRO.format(images=MAX_IMAGES, epochs=MAX_EPOCHS))
             with gr.Row():
                 train_images = gr.Slider(100, MAX_IMAGES, value=500, step=100, label="training images")
                 train_epochs = gr.Slider(1, MAX_EPOCHS, value=2, step=1, label="epochs")
@@ -154,11 +122,9 @@ def build_app(checkpoints=None, queue_size: int = QUEUE_SIZE, warm_up: bool = Tr
                 loss_plot, acc_plot = gr.Plot(training_curves([])[0], label="losses"), gr.Plot(label="accuracies")
         with gr.Tab("Learn"):
             gr.Plot(causal_graph(), label="the causal graph")
-            gr.Markdown("## Glossary\n" + glossary_markdown())
-            gr.Markdown("## A guided lesson\nFive steps through one real example, with this app's own outputs.")
+            gr.Markdown(f"## Glossary\n{glossary_markdown()}\n## A guided lesson\n{texts.LESSON_INTRO}")
             lesson_choice = gr.Radio(LESSON_TITLES, value=LESSON_TITLES[0], label="step")
-            lesson_button = gr.Button("Show this step")
-            lesson_text = gr.Markdown()
+            lesson_button, lesson_text = gr.Button("Show this step"), gr.Markdown()
             lesson_gallery = gr.Gallery(columns=4, height="auto", label="the example", format="png",
                                         elem_id="lesson-gallery")
 
@@ -171,36 +137,34 @@ def build_app(checkpoints=None, queue_size: int = QUEUE_SIZE, warm_up: bool = Tr
                                   on_batch=lambda done, total: progress(done / total, desc=f"{done}/{total} images"))
 
         def describe(set_name):
-            lab_ = ctx.lab(set_name)
-            return h.describe(ctx, set_name), gr.update(choices=h.model_choices(lab_), value="adv"), \
-                gr.update(choices=h.network_choices(lab_), value="adv")
+            return (h.describe(ctx, set_name), gr.update(choices=h.model_choices(ctx.lab(set_name)), value="adv"),
+                    gr.update(choices=h.network_choices(ctx.lab(set_name)), value="adv"))
+
+        def bound(fn):  # a handler of cafe_core.handlers with this app's context
+            return shown(functools.partial(fn, ctx))
 
         set_choice.change(shown(describe), set_choice, [set_info, model_choice, network], api_name="describe")
         explore_event = run.click(
             shown(explore), [set_choice, image, network, attack, eps, steps, seed, target, use_trained, trained],
             [gallery, headline, probs, channels, summary, table, numbers, last], api_name="explore", preprocess=False)
         explore_event.success(shown(h.make_report), last, report_files, api_name="report")
-        explore_event.success(shown(lambda *a: h.run_attributions(ctx, *a)), [set_choice, model_choice, last],
-                              attributions, api_name="attributions")
+        explore_event.success(bound(h.run_attributions), [set_choice, model_choice, last], attributions,
+                              api_name="attributions")
         # preprocess=False: cafe_core.images decodes uploads itself, with clear messages for damaged files.
-        classify_button.click(shown(lambda *a: h.classify_upload(ctx, *a)), [set_choice, model_choice, image],
-                              [label, seen, notes], api_name="classify", preprocess=False)
-        gr.on([demo.load, set_choice.change], shown(lambda s: h.show_robustness(ctx, s)), set_choice,
+        classify_button.click(bound(h.classify_upload), [set_choice, model_choice, image], [label, seen, notes],
+                              api_name="classify", preprocess=False)
+        gr.on([demo.load, set_choice.change], bound(h.show_robustness), set_choice,
               [robustness_table, curves, robustness_text], api_name="robustness")
         eval_button.click(shown(evaluate), [set_choice, model_choice, eval_attack, eval_eps, eval_steps, eval_n],
                           [eval_text, eval_json], api_name="evaluate_now", concurrency_limit=1)
-        train_event = train_button.click(shown(lambda *a: (yield from h.run_training(ctx, *a))),
-                                         [set_choice, train_images, train_epochs],
+        train_event = train_button.click(bound(h.run_training), [set_choice, train_images, train_epochs],
                                          [train_status, loss_plot, acc_plot, trained], api_name="train",
                                          concurrency_limit=1, concurrency_id="train")
         cancel_button.click(lambda: "cancelled", outputs=train_status, cancels=[train_event], api_name="cancel_train",
                             queue=False)
-        lesson_button.click(shown(lambda *a: h.show_lesson(ctx, *a)), [lesson_choice, set_choice],
-                            [lesson_text, lesson_gallery], api_name="lesson")
-        def cache_stats() -> dict:
-            return h.cache_stats(ctx)
-
-        gr.api(cache_stats, api_name="cache_stats", queue=False)
+        lesson_button.click(bound(h.show_lesson), [lesson_choice, set_choice], [lesson_text, lesson_gallery],
+                            api_name="lesson")
+        gr.api(functools.partial(h.cache_stats, ctx), api_name="cache_stats", queue=False)
     demo.queue(max_size=queue_size, default_concurrency_limit=CONCURRENCY)
     demo.context, demo.analysis_pool = ctx, ctx.pool
     return demo

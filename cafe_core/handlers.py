@@ -7,6 +7,7 @@ so the tests call them directly, without a server. Nothing here imports gradio.
 from __future__ import annotations
 
 import hashlib
+import os
 import tempfile
 import threading
 from dataclasses import dataclass, field
@@ -34,6 +35,9 @@ from .settings import (MAX_EPS_255, MAX_STEPS, UserError, checked_attack, checke
 from .texts import (TABLE_HEADERS, defense_table, explore_headline, explore_summary, gallery_items,
                     robustness_text, set_description)
 
+# Square's compiled query model (cafe_core.inference) costs a ~10 s compile and compiler memory
+# per worker; the app's one-image requests gain little from it, so it is off unless asked for.
+os.environ.setdefault("CAFE_FAST_QUERIES", "0")
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_DIR = ROOT / "assets" / "examples"
 REPORT_ROOT = Path(tempfile.gettempdir()) / "cafe_lab_reports"
@@ -126,11 +130,15 @@ class AppContext:
             raise UserError(str(err)) from None
 
 
-def warm_up(ctx: AppContext) -> None:
-    """Start every worker process and load the default set in it now, not during the first visits."""
+def start_up(ctx: AppContext) -> ExploreView | None:
+    """Start every worker and load the default set in it, analyse the first gallery example (the
+    first screen, returned) and the others in the background, so visitors meet a warm, cached app."""
     if ctx.examples:
         lab = ctx.first
         ctx.pool.warm_up(lab.folder, prepare_image(ctx.examples[0], lab.adv.info.channels, lab.adv.info.image_size).tensor)
+    first = example_view(ctx, 0)
+    prefill_gallery(ctx)
+    return first
 
 
 def picture_files(items: list[tuple[np.ndarray, str]]) -> list[tuple[str, str]]:
@@ -230,7 +238,7 @@ def prefill_gallery(ctx: AppContext) -> threading.Thread:
     return thread
 
 
-def cache_stats(ctx: AppContext) -> dict[str, int]:
+def cache_stats(ctx: AppContext) -> dict:
     """Hits, misses and entries of the result cache (for load tests and operators)."""
     cache = ctx.pool.cache
     if cache is None:

@@ -6,6 +6,7 @@ from a browser or an API caller passes ``explore_settings`` (sliders are not tru
 """
 from __future__ import annotations
 
+import os
 from typing import Any, Sequence
 
 from .attacks import ATTACK_INFO
@@ -18,6 +19,16 @@ MAX_EPS_255 = 64
 #: Attacks offered in the app, as (label, name); Square and FGSM-RS are for the grid only.
 ATTACK_CHOICES = [(info.label, name) for name, info in ATTACK_INFO.items() if name not in ("fgsm_rs", "square")]
 ATTACK_NAMES = frozenset(name for _, name in ATTACK_CHOICES)
+
+
+# Serving. One torch thread per request, two requests at once: measured on 2 cores, a request
+# running in gradio's worker thread with 2 torch threads took 2.8 s (its OpenMP team fights the
+# idle, still spinning team of another thread) against 1.1 s with 1 thread.
+TORCH_THREADS = 1
+QUEUE_SIZE = 32          # waiting requests; beyond this a caller gets "Queue is full! Please try again."
+CONCURRENCY = 2          # requests computed at once (2 cores)
+# Explore analyses run in worker processes (cafe_core.serving explains why not threads); 0: in-process.
+WORKERS = int(os.environ.get("CAFE_WORKERS", "2"))
 
 
 class UserError(ValueError):

@@ -22,6 +22,9 @@ PANELS = [("clean", "Clean"), ("adversarial", "Adversarial"), ("perturbation", "
 PANEL_PREDICTION = {"clean": "natural", "adversarial": "adversarial", "inverted": "inverted",
                     "feature_natural": "natural", "feature_adversarial": "adversarial",
                     "feature_causal": "causal", "feature_counterfactual": "counterfactual"}
+TRAIN_INTRO = ("Train a new causal estimator h and counterfactual generator g on the robust network, on a few "
+               "training images (at most {images} images, {epochs} epochs; one run at a time).")
+LESSON_INTRO = "Five steps through one real example, with this app's own outputs."
 TABLE_HEADERS = ["network", "clean image", "attacked image"]
 
 
@@ -65,7 +68,7 @@ def explore_headline(result: ExploreResult, rows: Sequence[dict[str, Any]] = ())
                  + ("Try the undefended network, or a larger eps." if s.get("network", "adv") != "standard"
                     else "Try a larger eps or more steps.")]
     if result.has_causal:
-        causal, cf = result.predictions["causal"], result.predictions["counterfactual"]
+        causal = result.predictions["causal"]
         lines.append(f"The causal feature c(F_n + h(Z)) says {_said(result, 'causal')}"
                      + (", the label the attack tried to remove." if causal.correct and adversarial.correct is False
                         else "." if causal.correct is not False else ": h did not recover the right class here.")

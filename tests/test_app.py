@@ -62,8 +62,6 @@ def client(checkpoint_set):
 
 
 def test_classify_endpoint_matches_the_library(client, checkpoint_set):
-    import app
-
     example = EXAMPLES[0]
     label, seen, notes = client.predict("toy_set", "adv", gradio_client.handle_file(example), api_name="/classify")
     confidences = {c["label"]: c["confidence"] for c in label["confidences"]}
@@ -84,7 +82,6 @@ def test_explore_endpoint_returns_every_panel_and_the_library_numbers(client, ch
     import numpy as np
     from PIL import Image
 
-    import app
     from cafe_core.lab import Lab
 
     example = EXAMPLES[3]  # a dress: true label known from the gallery file name
@@ -157,8 +154,6 @@ def test_evaluate_now_matches_the_library_and_caps_its_budget(client, checkpoint
 
 
 def test_train_tab_trains_bounded_h_and_g_that_explore_can_use(client):
-    import app
-
     status, losses, accuracies = client.predict("toy_set", 100, 1, api_name="/train")
     assert "done" in status and losses is not None and accuracies is not None
     with pytest.raises(Exception, match="images must be between|greater than maximum"):
@@ -183,8 +178,6 @@ def test_train_tab_trains_bounded_h_and_g_that_explore_can_use(client):
     (("pgd", 8, 5, 0, "Spaceship"), "Unknown target"),
 ])
 def test_explore_refuses_out_of_range_settings(client, args, message):
-    import app
-
     attack, eps_255, steps, seed, target = args
     with pytest.raises(Exception, match=message):
         client.predict(*explore_args(EXAMPLES[0], eps_255, steps, seed, target, attack), api_name="/explore")
@@ -195,7 +188,6 @@ def test_non_image_upload_gives_a_clear_error_and_the_app_keeps_serving(client, 
     bogus.write_text("hello, I am text")
     with pytest.raises(Exception, match="(?i)not an image|could not decode|invalid image"):
         client.predict("toy_set", "adv", gradio_client.handle_file(str(bogus)), api_name="/classify")
-    import app
 
     label, _, _ = client.predict("toy_set", "adv", gradio_client.handle_file(EXAMPLES[1]), api_name="/classify")
     assert label["label"]
@@ -266,8 +258,6 @@ def _bad_files(folder):
 
 
 def test_every_broken_upload_gives_a_clean_error_and_the_app_keeps_serving(client, tmp_path):
-    import app
-
     for name, (path, message) in _bad_files(tmp_path).items():
         with pytest.raises(Exception, match=message):
             client.predict("toy_set", "adv", gradio_client.handle_file(str(path)), api_name="/classify")
@@ -303,8 +293,6 @@ def test_odd_but_valid_images_are_converted_with_a_visible_note(client, tmp_path
     ("seed", -1, "seed"), ("seed", "nan", "seed"), ("steps", 0, "steps"), ("eps", -3, "eps"),
 ])
 def test_numbers_out_of_range_via_the_api_are_refused(client, field, value, message):
-    import app
-
     args = {"eps": 8, "steps": 2, "seed": 0}
     args[field] = value
     with pytest.raises(Exception, match=message):

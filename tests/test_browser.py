@@ -175,3 +175,31 @@ def test_a_broken_upload_shows_a_clear_message_and_the_page_keeps_working(server
     time.sleep(1)
     browser.find_element(By.XPATH, "//button[contains(., 'Classify only')]").click()
     wait.until(lambda d: "What the model sees" in d.find_element(By.TAG_NAME, "body").text)
+
+
+@pytest.mark.parametrize("width,height", [(420, 860), (768, 1024), (1024, 768), (1400, 1000)])
+def test_usable_at_phone_tablet_projector_and_desktop_widths(server, browser, width, height):
+    """No horizontal scrolling, no text column narrower than 200 px, and on every width the
+    Explore button comes before the example gallery (reachable without scrolling past it)."""
+    browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                            {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": width < 600})
+    try:
+        wait = WebDriverWait(browser, 120)
+        browser.get(server)
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#explore-gallery img")) >= 8)
+        time.sleep(1)
+        scroll, inner = browser.execute_script("return [document.documentElement.scrollWidth, window.innerWidth]")
+        assert scroll <= inner, f"horizontal scrolling at {width} px: page {scroll} px wide"
+        narrow = browser.execute_script("""
+            return [...document.querySelectorAll('.prose, .md')].filter(e => e.offsetParent !== null
+                && e.innerText.trim().length > 20).map(e => [Math.round(e.getBoundingClientRect().width),
+                e.innerText.slice(0, 40)]).filter(([w]) => w < 200);""")
+        assert not narrow, f"text columns narrower than 200 px at {width} px: {narrow}"
+        button = browser.find_element(By.XPATH, "//button[contains(., 'Attack and explain')]")
+        gallery = browser.find_element(By.ID, "example-gallery")
+        assert button.rect["y"] + button.rect["height"] <= gallery.rect["y"] + 1
+        if width == 420:
+            assert button.rect["y"] < 3 * height, "the button is within a few screens of the top on a phone"
+        shot(browser, f"explore_{width}")
+    finally:
+        browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
