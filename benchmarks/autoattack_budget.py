@@ -19,43 +19,48 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from cafe_core.checkpoints import hardware, library_versions, load_backbone
+from cafe_core.cafe_mode import CafeMode
+from cafe_core.checkpoints import load_backbone
 from cafe_core.config import load_config
 from cafe_core.data import load_split
+from cafe_core.grid import RobustnessGrid
+from cafe_core.grid_rows import grid_models
+from cafe_core.grid_settings import GridSettings
 from cafe_core.grid_state import find_state
+from cafe_core.provenance import provenance
 from cafe_core.reporting import markdown_table
-from cafe_core.robustness import RobustnessGrid, grid_models, grid_settings, paired_bootstrap_ci
 from cafe_core.serialization import atomic_write_text
+from cafe_core.statistics import paired_bootstrap_ci
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def grid_results(model, label: str, sha256: str, test, config: dict[str, Any], settings: dict[str, Any],
+def grid_results(model, label: str, sha256: str, test, config: dict[str, Any], settings: GridSettings,
                  n: int) -> list[int]:
     """The grid's per-image AutoAttack verdicts on the first ``n`` images, read from its state."""
     state_dir = ROOT / "benchmarks" / "results" / "state" / f"robustness_{config['name']}"
     if find_state(state_dir, label, sha256) is None:
         raise SystemExit(f"no grid state for the current {label} checkpoint in {state_dir}: run the grid first")
-    grid = RobustnessGrid(test, config["eps"], **settings, state_dir=state_dir)
+    grid = RobustnessGrid(test, config["eps"], settings, state_dir=state_dir)
     correct = grid.evaluate_model(model, sha256, label, phases=())["correct"].get("autoattack", [])
     if len(correct) < n:
         raise SystemExit(f"the grid has AutoAttack on {len(correct)} images of {label}, fewer than --n {n}")
     return correct
 
 
-def stronger_results(model, label: str, sha256: str, test, config: dict[str, Any], settings: dict[str, Any],
+def stronger_results(model, label: str, sha256: str, test, config: dict[str, Any], settings: GridSettings,
                      n: int, steps: int, batch_size: int, state_dir: Path) -> tuple[list[int], float]:
     """AutoAttack with ``steps`` iterations on the first ``n`` images, through the grid's own
     resumable state (keyed by the checkpoint's sha256) in ``state_dir``."""
-    grid = RobustnessGrid(test, config["eps"], seed=settings["seed"], batch_size=batch_size,
-                          limits={"autoattack": n}, steps={"autoattack": steps}, state_dir=state_dir)
+    stronger = GridSettings.from_recipe(seed=settings.seed, batch_size=batch_size, limits={"autoattack": n},
+                                        steps={"autoattack": steps})
+    grid = RobustnessGrid(test, config["eps"], stronger, state_dir=state_dir)
     r = grid.evaluate_model(model, sha256, label, phases=("autoattack",))
     return r["correct"]["autoattack"], r["seconds"]["autoattack"]
 
@@ -102,7 +107,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     config = load_config(args.config)
-    settings = grid_settings(config)
+    settings = GridSettings.from_recipe(config)
     test = load_split(config["dataset"], "test", None, config["n_val"], config["seed"], download=False, limit=args.n)
     by_label = {m.label: m for m in grid_models(config["checkpoint_dir"])}
     labels = [r.strip() for r in args.rows.split(",") if r.strip()]
@@ -128,17 +133,16 @@ def main() -> None:
         pairs = []
         for row in verdicts:  # CAFE / control rows whose baseline is measured too
             model_ref = by_label[row]
-            baseline = f"defense_{model_ref.defense}"
-            if model_ref.cafe is not False and baseline in verdicts:
+            baseline = model_ref.baseline.label
+            if model_ref.mode is not CafeMode.BASELINE and baseline in verdicts:
                 pairs.append({"row": row, "baseline": baseline,
                               "grid": difference(verdicts[row][0], verdicts[baseline][0]),
                               "stronger": difference(verdicts[row][1], verdicts[baseline][1])})
-        result = {"config": config["name"], "eps": config["eps"], "seed": settings["seed"], "n_images": args.n,
-                  "steps": args.steps, "grid_steps": settings["steps"]["autoattack"], "batch_size": args.batch_size,
+        result = {"config": config["name"], "eps": config["eps"], "seed": settings.seed, "n_images": args.n,
+                  "steps": args.steps, "grid_steps": settings.steps["autoattack"], "batch_size": args.batch_size,
                   "rows": rows, "pairs": pairs, "bootstrap": {"resamples": 2000, "level": 0.95, "paired": True},
                   "threads": torch.get_num_threads(), "wall_seconds_this_run": round(time.perf_counter() - started, 1),
-                  "hardware": hardware(), "versions": library_versions(),
-                  "command": " ".join(["python", "benchmarks/autoattack_budget.py", *sys.argv[1:]])}
+                  **provenance()}
         atomic_write_text(out, json.dumps(result, indent=2) + "\n")
         atomic_write_text(out.with_suffix(".md"), markdown(result) + "\n")
         print(f"{label}: AA-{result['grid_steps']} {100 * rows[-1]['grid_accuracy']:.2f}%, "

@@ -18,22 +18,27 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from cafe_core.checkpoints import hardware, library_versions, load_backbone, read_card
+from cafe_core.cafe_mode import CafeMode
+from cafe_core.checkpoints import load_backbone, read_card
 from cafe_core.config import load_config
 from cafe_core.data import load_split
+from cafe_core.grid import RobustnessGrid
+from cafe_core.grid_markdown import verdict
+from cafe_core.grid_settings import GridSettings
+from cafe_core.provenance import command_line, provenance
 from cafe_core.reporting import markdown_table
-from cafe_core.robustness import RobustnessGrid, paired_difference, verdict
 from cafe_core.serialization import atomic_write_text
 from cafe_core.stages import run_stage
+from cafe_core.statistics import paired_difference
 
 ROOT = Path(__file__).resolve().parent.parent
+ABLATION = "benchmarks/cafe_ablation.py"
 
 #: name -> overrides of the grid recipe (the grid's ADV-CAFE: eps_inv 0.05, 2 steps, weight 1).
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -58,8 +63,8 @@ def train_variant(config_name: str, name: str, changes: dict[str, Any], folder: 
             return out
     config = load_config(config_name, [f"stages.defense.{k}={v}" for k, v in changes.items()])
     folder.mkdir(parents=True, exist_ok=True)
-    run_stage(config, "defense", out=out, device=device, progress=progress, defense="adv", cafe="cafe",
-              command=f"python benchmarks/cafe_ablation.py --config {config_name} ({name})")
+    run_stage(config, "defense", out=out, device=device, progress=progress, defense="adv", cafe=CafeMode.CAFE,
+              command=command_line(ABLATION, ["--config", config_name, f"({name})"]))
     return out
 
 
@@ -84,8 +89,9 @@ def main() -> None:
     test = load_split(config["dataset"], "test", None, config["n_val"], config["seed"], download=False)
     limits = {"pgd": args.pgd_images, "square": 200}
     grid_state = results_dir / "state" / f"robustness_{config['name']}"
-    reference = RobustnessGrid(test, config["eps"], limits=limits, state_dir=grid_state, device=args.device)
-    own = RobustnessGrid(test, config["eps"], limits=limits, device=args.device,
+    settings = GridSettings.from_recipe(limits=limits)
+    reference = RobustnessGrid(test, config["eps"], settings, state_dir=grid_state, device=args.device)
+    own = RobustnessGrid(test, config["eps"], settings, device=args.device,
                          state_dir=results_dir / "state" / f"cafe_ablation_{config['name']}")
 
     def read_grid(label: str) -> dict[str, Any]:
@@ -121,12 +127,11 @@ def main() -> None:
               "grid_recipe": {k: config["stages"]["defense"].get(k) for k in ("inversion_steps", "epochs", "steps")}
               | {"eps_inv": config.get("analysis", {}).get("eps_inv"), "cafe_weight": 1.0},
               "reference": reference_rows, "rows": rows, "bootstrap": {"resamples": 2000, "level": 0.95, "paired": True},
-              "wall_seconds_this_run": round(time.perf_counter() - started, 1), "hardware": hardware(),
-              "versions": library_versions(),
+              "wall_seconds_this_run": round(time.perf_counter() - started, 1),
               # The rows accumulate over runs: the command that reproduces all of them, and this run's own.
-              "command": f"python benchmarks/cafe_ablation.py --config {args.config} --threads 2 --variants "
-                         + ",".join(r["variant"] for r in rows),
-              "last_run_command": " ".join(["python", "benchmarks/cafe_ablation.py", *sys.argv[1:]])}
+              **provenance(command_line(ABLATION, ["--config", args.config, "--threads", "2", "--variants",
+                                                   ",".join(r["variant"] for r in rows)])),
+              "last_run_command": command_line()}
     out = results_dir / f"cafe_ablation_{config['name']}.json"
     atomic_write_text(out, json.dumps(result, indent=2) + "\n")
     atomic_write_text(out.with_suffix(".md"), ablation_markdown(result) + "\n")

@@ -11,31 +11,32 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 
+from cafe_core.cafe_mode import CafeMode
 from cafe_core.config import load_config, stage_config
-from cafe_core.checkpoints import hardware, library_versions
 from cafe_core.defense_stage import DefenseStage
 from cafe_core.defenses import DEFENSES
+from cafe_core.grid_rows import GridRow, grid_rows
 from cafe_core.models import create_model
 from cafe_core.models.estimator import create_estimator
+from cafe_core.provenance import provenance
 from cafe_core.reporting import markdown_table
 from cafe_core.serialization import atomic_write_text
 from cafe_core.train import Precision, Runtime, pick_device
 
 
-def defense_stage(cfg: dict, defense: str, cafe: str | None, channels: int, device: torch.device,
+def defense_stage(cfg: dict, defense: str, cafe: CafeMode, channels: int, device: torch.device,
                   precision: Precision, runtime: Runtime | None = None) -> DefenseStage:
     """A DefenseStage on a fresh backbone (seed 0), with an untrained h / standard model where needed."""
     torch.manual_seed(0)
     model = create_model(cfg["backbone"], channels, 10)
     helper = create_model(cfg["backbone"], channels, 10) if defense == "help" else None
-    h = create_estimator(model.feature_channels) if cafe == "cafe" else None
-    return DefenseStage(model, {**cfg, "defense": defense, "cafe": cafe}, 100, device, precision,
+    h = create_estimator(model.feature_channels) if cafe is CafeMode.CAFE else None
+    return DefenseStage(model, {**cfg, "defense": defense, "cafe": cafe.to_card()}, 100, device, precision,
                         causal_estimator=h, std_model=helper, runtime=runtime)
 
 
@@ -59,7 +60,7 @@ def main() -> None:
     labels = torch.randint(0, 10, (bs,), device=device)
     rows = []
     for defense in DEFENSES.names():
-        for cafe in (None, "cafe", "control-h0"):
+        for cafe in CafeMode:
             stage = defense_stage(cfg, defense, cafe, shape[0], device, Precision(device))
             stage.train_batch(images, labels)
             times = []
@@ -72,15 +73,15 @@ def main() -> None:
             per_batch = statistics.median(times)
             n = cfg.get("train_limit") or 55000
             epoch_s = per_batch * (n // bs)
-            rows.append({"defense": defense, "cafe": cafe or "none", "s_per_batch": per_batch,
+            rows.append({"defense": defense, "cafe": cafe.to_card() or "none", "s_per_batch": per_batch,
                          "images_per_s": bs / per_batch, "est_train_s": epoch_s * cfg["epochs"]})
-            print(f"{defense:6s} {cafe or 'none':10s} {per_batch:.3f} s/batch  est {rows[-1]['est_train_s']:.0f} s",
+            print(f"{defense:6s} {rows[-1]['cafe']:10s} {per_batch:.3f} s/batch  est {rows[-1]['est_train_s']:.0f} s",
                   flush=True)
-    total = sum(r["est_train_s"] for r in rows if r["cafe"] != "control-h0" or r["defense"] == "adv")
+    grid = set(grid_rows())  # the 11 models the grid trains
+    total = sum(r["est_train_s"] for r in rows if GridRow(r["defense"], CafeMode.parse(r["cafe"])) in grid)
     result = {"config": args.config, "batch_size": bs, "epochs": cfg["epochs"], "train_limit": cfg.get("train_limit"),
               "steps": cfg.get("steps"), "inversion_steps": cfg.get("inversion_steps"), "rows": rows,
-              "est_grid_train_s": total, "threads": torch.get_num_threads(), "hardware": hardware(),
-              "versions": library_versions(), "command": " ".join(["python", *sys.argv])}
+              "est_grid_train_s": total, "threads": torch.get_num_threads(), **provenance()}
     out = Path(args.out) if args.out else Path(__file__).parent / "results" / \
         f"defense_step_speed_{cfg['backbone']}_{device.type}.json"
     atomic_write_text(out, json.dumps(result, indent=2) + "\n")

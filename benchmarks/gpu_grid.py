@@ -41,7 +41,7 @@ import time
 from pathlib import Path
 
 from cafe_core.config import load_config
-from cafe_core.robustness import grid_models
+from cafe_core.grid_rows import grid_models
 from cafe_core.serialization import atomic_write
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Sequence
@@ -138,7 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _command_line() -> str:
     """The command as typed, recorded in cards and results so every number can be reproduced."""
-    return "python -m cafe_core " + " ".join(sys.argv[1:])
+    from .provenance import command_line
+
+    return command_line("-m cafe_core")
 
 
 def _pairs(items: Sequence[str]) -> dict[str, int]:
@@ -171,6 +172,7 @@ def _setup_ranks(args: argparse.Namespace) -> torch.device:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from . import distributed
+    from .cafe_mode import CafeMode
     from .config import load_config
     from .stages import run_stage
     from .train import Runtime
@@ -181,7 +183,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     device = _setup_ranks(args)
     try:
         started = time.perf_counter()
-        cafe = "cafe" if args.cafe else ("control-h0" if args.control_h0 else None)
+        cafe = CafeMode.from_flags(args.cafe, args.control_h0)
         runtime = Runtime(amp=not args.no_amp, channels_last=args.channels_last, compile=args.compile,
                           workers=args.workers, sync_bn=args.sync_bn)
         result = run_stage(config, args.stage, parent=args.parent, out=args.out, limit=args.limit,
@@ -212,10 +214,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def _evaluate_checkpoint(args: argparse.Namespace, device: torch.device) -> int:
     """``evaluate --checkpoint``; under torchrun the batches are shared out and rank 0 writes."""
     from . import distributed
-    from .checkpoints import hardware, library_versions, load_backbone
+    from .checkpoints import load_backbone
     from .data import load_split
     from .evaluate import evaluate_attacks
-    from .provenance import repo_relative
+    from .provenance import provenance, repo_relative
     from .reporting import eval_markdown
     from .serialization import atomic_write_text
 
@@ -232,13 +234,13 @@ def _evaluate_checkpoint(args: argparse.Namespace, device: torch.device) -> int:
                               _pairs(args.limit), state, _pairs(args.steps), progress=main and not args.quiet)
     if not main:
         return 0
+    made = provenance(_command_line())
     report = {"checkpoint": repo_relative(args.checkpoint), "sha256": card["sha256"], "stage": card["stage"],
               "dataset": card["dataset"], "backbone": card["backbone"], "split": args.split, "eps": eps,
               "seed": args.seed, "accuracy": result["accuracy"], "n_images": result["n_images"],
               "steps": _pairs(args.steps), "seconds": result["seconds"],
               "wall_seconds_this_run": round(time.perf_counter() - started, 1),
-              "versions": library_versions(), "command": _command_line()}
-    report["hardware"] = hardware()
+              "versions": made["versions"], "command": made["command"], "hardware": made["hardware"]}
     atomic_write_text(out, json.dumps(report, indent=2) + "\n")
     table = eval_markdown(report)
     atomic_write_text(out.with_suffix(".md"), table + "\n")
@@ -251,7 +253,9 @@ def _evaluate_checkpoint(args: argparse.Namespace, device: torch.device) -> int:
 def cmd_evaluate_grid(args: argparse.Namespace) -> int:
     from .config import load_config
     from .data import load_split
-    from .robustness import PHASES, evaluate_grid, grid_settings, robustness_markdown
+    from .grid import evaluate_grid
+    from .grid_markdown import robustness_markdown
+    from .grid_settings import PHASES, GridSettings
 
     config = load_config(args.grid)
     if args.prune_state:
@@ -264,12 +268,13 @@ def cmd_evaluate_grid(args: argparse.Namespace) -> int:
     dataset = load_split(config["dataset"], "test", args.data_root, config["n_val"], config["seed"], limit=args.n)
     defenses = [d.strip() for d in args.defenses.split(",")] if args.defenses else None
     # The recipe's [evaluation] tables are the defaults; flags given here override them per attack.
-    settings = grid_settings(config, limits=_pairs(args.limit), steps=_pairs(args.steps), curve_n=_pairs(args.curve_n),
-                             batch_size=args.batch_size, batch_sizes=_pairs(args.attack_batch_size), seed=args.seed,
-                             curve_attacks=[a.strip() for a in args.curve_attacks.split(",") if a.strip()])
+    settings = GridSettings.from_recipe(config, limits=_pairs(args.limit), steps=_pairs(args.steps),
+                                        curve_n=_pairs(args.curve_n), batch_size=args.batch_size,
+                                        batch_sizes=_pairs(args.attack_batch_size), seed=args.seed,
+                                        curve_attacks=[a.strip() for a in args.curve_attacks.split(",") if a.strip()])
     labels = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
-    result = evaluate_grid(config, dataset, phases=phases, defenses=defenses, labels=labels, out=args.out,
-                           **settings, device=device, progress=not args.quiet, command=_command_line())
+    result = evaluate_grid(config, dataset, settings, phases=phases, defenses=defenses, labels=labels, out=args.out,
+                           device=device, progress=not args.quiet, command=_command_line())
     print(robustness_markdown(result))
     return 0
 
@@ -277,9 +282,9 @@ def cmd_evaluate_grid(args: argparse.Namespace) -> int:
 def _prune_grid_state(config: dict, args: argparse.Namespace) -> int:
     """``evaluate --grid CONFIG --prune-state [--yes]``: list (and with --yes remove) stale state."""
     from .checkpoints import CheckpointError
-    from .robustness import grid_state_dir, stale_grid_state
+    from .grid import grid_result_path, grid_state_dir, stale_grid_state
 
-    out = args.out or f"benchmarks/results/robustness_{config.get('name', 'config')}.json"
+    out = args.out or grid_result_path(config)
     try:
         stale = stale_grid_state(config, out)
     except CheckpointError as err:
@@ -327,9 +332,8 @@ def _fig3_for(bundle, test, args: argparse.Namespace, path: Path, device: torch.
 
 def cmd_analyze(args: argparse.Namespace) -> int:
     from .analysis import causal_analysis, default_eps_inv, load_amr
-    from .checkpoints import hardware, library_versions
     from .data import load_split
-    from .provenance import repo_relative
+    from .provenance import provenance, repo_relative
     from .reporting import causal_markdown
     from .serialization import atomic_write_text
 
@@ -364,8 +368,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     result = causal_analysis(bundle, test, eps_inv=eps_inv, **common)
     result.update({"eps_inv_sweep": sweep, "checkpoint": repo_relative(args.amr), "sha256": card["sha256"],
                    "parent": card["parent"], "dataset": card["dataset"], "backbone": card["backbone"],
-                   "split": "test", "seconds": round(time.perf_counter() - started, 1), "hardware": hardware(),
-                   "versions": library_versions(), "command": _command_line()})
+                   "split": "test", "seconds": round(time.perf_counter() - started, 1),
+                   **provenance(_command_line())})
     out = Path(args.out or f"benchmarks/results/causal_{config_name}.json")
     if args.figure_n > 0:
         result["figure"] = str(_fig3_for(bundle, test, args, out.with_name(out.stem + "_fig3.png"), device))

@@ -17,10 +17,11 @@ from typing import Any
 import torch
 
 from .attacks import seeded_attack
+from .cafe_mode import CafeMode
 from .checkpoints import load_backbone
 from .data import get_info
 from .names import defense_name
-from .robustness import grid_models
+from .grid_rows import grid_models
 from .stacking import StackedModels, StackingError
 
 # Attacks whose every step uses the whole batch (so image n stays with model n % G).
@@ -33,13 +34,13 @@ class TableModel:
 
     label: str          # checkpoint stem, e.g. "standard", "defense_trades-cafe"
     defense: str        # "none" for the undefended network
-    cafe: bool | str    # False (baseline), True (CAFE) or "control-h0"
+    mode: CafeMode
     path: Path
 
 
 @dataclass(frozen=True)
 class DefenseRow:
-    """One model of the comparison table."""
+    """One model of the comparison table (``cafe``: ``CafeMode.to_json()``, as in the robustness JSON)."""
 
     label: str
     name: str
@@ -58,8 +59,8 @@ class DefenseSet:
     :func:`compare_defenses` (the table's first row, "no defense", is ``standard.safetensors``)."""
 
     def __init__(self, folder: str | Path, device: str | torch.device = "cpu") -> None:
-        candidates = [TableModel("standard", "none", False, Path(folder) / "standard.safetensors")]
-        candidates += [TableModel(m.label, m.defense, m.cafe, m.path) for m in grid_models(folder)]
+        candidates = [TableModel("standard", "none", CafeMode.BASELINE, Path(folder) / "standard.safetensors")]
+        candidates += [TableModel(m.label, m.defense, m.mode, m.path) for m in grid_models(folder)]
         self.models: list[TableModel] = [m for m in candidates if m.path.is_file()]
         loaded = [load_backbone(m.path, device=device) for m in self.models]
         self.cards = [card for _, card in loaded]
@@ -96,7 +97,7 @@ def compare_defenses(defenses: DefenseSet, image: torch.Tensor, label: int, true
     rows = []
     for model, p_clean, p_adv in zip(defenses.models, clean, adv):
         c, a = int(p_clean.argmax()), int(p_adv.argmax())
-        rows.append(DefenseRow(model.label, defense_name(model.defense, model.cafe), model.defense, model.cafe,
+        rows.append(DefenseRow(model.label, defense_name(model.defense, model.mode), model.defense, model.mode.to_json(),
                                c, float(p_clean[c]), a, float(p_adv[a]),
                                None if true_label is None else c == true_label,
                                None if true_label is None else a == true_label).__dict__)

@@ -62,7 +62,7 @@ class DefenseStage:
         self.cafe = build_cafe(cfg.get("cafe"), runtime.place(causal_estimator, device)
                                if causal_estimator is not None else None,
                                cfg.get("eps_inv", 0.0), cfg.get("inversion_steps", 10))
-        self.label = self.defense.name + (f"-{self.cafe.mode}" if self.cafe is not None else "")
+        self.label = self.defense.name + (self.cafe.mode.suffix if self.cafe is not None else "")
         self.modules = {"model": self.model}
         opt = torch.optim.SGD(self.model.parameters(), lr=cfg.get("lr", 1e-3), momentum=cfg.get("momentum", 0.9),
                               weight_decay=cfg.get("weight_decay", 2e-4))

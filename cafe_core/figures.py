@@ -5,6 +5,7 @@ from typing import Sequence
 
 import plotly.graph_objects as go
 
+from .curves import curve_series
 from .explore import ExploreResult
 from .names import defense_name
 
@@ -45,17 +46,13 @@ def channel_bars(result: ExploreResult) -> go.Figure:
 
 
 def robustness_curves(result: dict) -> go.Figure:
-    """Robust accuracy vs eps for every model of a robustness JSON (PGD solid, AutoAttack dashed)."""
+    """Robust accuracy vs eps for every model of a robustness JSON (PGD solid, AutoAttack dashed):
+    the series of ``curves.curve_series``, as the README's ``curves_png`` draws them."""
     fig = go.Figure()
-    for row in result.get("rows", []):
-        curve = row.get("eps_curve") or {}
-        for attack, dash in (("pgd", "solid"), ("autoattack", "dash")):
-            values = curve.get("accuracy", {}).get(attack)
-            if not values:
-                continue
-            eps = [255 * e for e in curve["eps"][: len(values)]]
-            fig.add_scatter(x=eps, y=[None if v is None else 100 * v for v in values], mode="lines+markers",
-                            name=f"{defense_name(row['defense'], row['cafe'])}, {attack}", line=dict(dash=dash))
+    dashes = {"pgd": "solid", "autoattack": "dash"}
+    for line in curve_series(result):
+        fig.add_scatter(x=line.eps_255, y=line.accuracy, mode="lines+markers",
+                        name=f"{defense_name(line.defense, line.mode)}, {line.attack}", line=dict(dash=dashes[line.attack]))
     fig.update_layout(xaxis=dict(title="eps (/255)"), yaxis=dict(title="robust accuracy %", range=[0, 100]),
                       height=380, margin=dict(l=50, r=10, t=30, b=40), title="Robust accuracy vs attack radius")
     return fig

@@ -16,13 +16,12 @@ from typing import Any, Callable, Sequence
 
 from tqdm import tqdm
 
+from .cafe_mode import CafeMode
 from .checkpoints import read_card, sha256_file
 from .config import stage_config
-from .robustness import grid_stale_reason
-from .stages import PARENT_STAGE, defense_label, run_stage
-
-GRID = [("adv", None), ("adv", "cafe"), ("adv", "control-h0"), ("trades", None), ("trades", "cafe"),
-        ("mart", None), ("mart", "cafe"), ("awp", None), ("awp", "cafe"), ("help", None), ("help", "cafe")]
+from .grid import grid_stale_reason
+from .grid_rows import GridRow, grid_rows
+from .stages import PARENT_STAGE, run_stage
 #: Cost of one training image-pass relative to a clean step, per defense (measured with
 #: benchmarks/defense_step_speed.py: AWP and HELP add forward/backward passes).
 DEFENSE_COST = {"adv": 1.0, "trades": 1.1, "mart": 1.1, "awp": 1.3, "help": 1.5}
@@ -30,18 +29,25 @@ DEFENSE_COST = {"adv": 1.0, "trades": 1.1, "mart": 1.1, "awp": 1.3, "help": 1.5}
 
 @dataclass(frozen=True)
 class Step:
-    """One pipeline step: a training stage (with its defense/CAFE setting), analysis or evaluation."""
+    """One pipeline step: a training stage (the defense stage: of one grid row), analysis or evaluation."""
 
     kind: str  # "train", "analysis" or "evaluation"
     stage: str | None = None
-    defense: str | None = None
-    cafe: str | None = None
+    row: GridRow | None = None  # the defense stage's grid row
 
     @property
     def name(self) -> str:
         if self.kind != "train":
             return self.kind
-        return defense_label(self.defense, self.cafe) if self.stage == "defense" else str(self.stage)
+        return self.row.label if self.row is not None else str(self.stage)
+
+    @property
+    def defense(self) -> str | None:
+        return self.row.defense if self.row is not None else None
+
+    @property
+    def mode(self) -> CafeMode:
+        return self.row.mode if self.row is not None else CafeMode.BASELINE
 
 
 def pipeline_steps(config: dict[str, Any]) -> list[Step]:
@@ -49,7 +55,7 @@ def pipeline_steps(config: dict[str, Any]) -> list[Step]:
     stages = config.get("stages", {})
     steps = [Step("train", s) for s in ("standard", "adv", "amr") if s in stages]
     if "defense" in stages:
-        steps += [Step("train", "defense", d, c) for d, c in GRID]
+        steps += [Step("train", "defense", row) for row in grid_rows()]
     if "amr" in stages:
         steps.append(Step("analysis"))
     if "defense" in stages:
@@ -67,7 +73,7 @@ def _inputs(config: dict[str, Any], step: Step) -> dict[str, Path]:
     inputs = {}
     if step.stage in PARENT_STAGE:
         inputs["parent"] = folder / f"{PARENT_STAGE[step.stage]}.safetensors"
-    if step.stage == "defense" and step.cafe:
+    if step.stage == "defense" and step.mode.adds_term:
         inputs["amr"] = folder / "amr.safetensors"
     if step.defense == "help":
         inputs["std_model"] = folder / "standard.safetensors"
@@ -101,7 +107,7 @@ def stale_reason(config: dict[str, Any], step: Step) -> str | None:
         return "checkpoint incomplete"
     expected = stage_config(config, step.stage)
     if step.stage == "defense":
-        expected.update(defense=step.defense, cafe=step.cafe)
+        expected.update(defense=step.defense, cafe=step.mode.to_card())
     changed = sorted(k for k, v in expected.items() if card.get("config", {}).get(k) != v)
     if changed:
         return "recipe changed: " + ", ".join(changed)
@@ -125,7 +131,7 @@ def step_cost(config: dict[str, Any], step: Step) -> float:
     passes = {"standard": 1, "adv": 2}.get(step.stage, cfg.get("steps", 10) + 1)
     if step.stage == "defense":
         passes *= DEFENSE_COST[step.defense]
-        if step.cafe:
+        if step.mode.adds_term:
             passes += cfg.get("inversion_steps", 10) + 2
     return float(cfg["epochs"] * images * passes)
 
@@ -161,7 +167,7 @@ def run_pipeline(config: dict[str, Any], *, only: Sequence[str] | None = None, s
         log(f"[pipeline] {step.name}: running ({reason})")
         if step.kind == "train":
             run_stage(config, step.stage, device=device, progress=progress, command=command, data_root=data_root,
-                      defense=step.defense, cafe=step.cafe)
+                      defense=step.defense, cafe=step.mode)
         elif step.kind == "analysis" and run_analysis is not None:
             run_analysis()
         elif step.kind == "evaluation" and run_evaluation is not None:

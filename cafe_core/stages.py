@@ -8,21 +8,17 @@ from typing import Any, Callable
 import torch
 
 from . import distributed
+from .cafe_mode import CafeMode
 from .checkpoints import CheckpointError, load_backbone, sha256_file
 from .config import stage_config
 from .data import get_info, load_split
+from .grid_rows import GridRow
 from .models import create_model
 from .provenance import repo_relative
 from .train import FitResult, Precision, Runtime, fit, pick_device, seed_everything
 
 STAGES = ("standard", "adv", "amr", "defense")
 PARENT_STAGE = {"amr": "adv", "defense": "adv"}
-CAFE_CHOICES = (None, "cafe", "control-h0")
-
-
-def defense_label(defense: str, cafe: str | None) -> str:
-    """File stem of a defense checkpoint: ``defense_trades``, ``defense_trades-cafe``, ..."""
-    return f"defense_{defense}" + (f"-{cafe}" if cafe else "")
 
 
 def default_output(cfg: dict[str, Any], stage: str) -> Path:
@@ -40,7 +36,7 @@ def run_stage(config: dict[str, Any], stage: str, *, parent: str | Path | None =
               device: str | torch.device | None = None, progress: bool = True, command: str = "",
               on_epoch: Callable[[dict], None] | None = None,
               should_stop: Callable[[], bool] | None = None, defense: str | None = None,
-              cafe: str | None = None, amr: str | Path | None = None,
+              cafe: CafeMode | str | None = None, amr: str | Path | None = None,
               std_model: str | Path | None = None, runtime: Runtime | None = None) -> FitResult:
     """Train ``stage`` of ``config`` and write its checkpoint + card.
 
@@ -51,7 +47,8 @@ def run_stage(config: dict[str, Any], stage: str, *, parent: str | Path | None =
         parent: checkpoint the stage starts from (``amr``: the ADV backbone; default
             ``<checkpoint_dir>/adv.safetensors``).
         limit: train on the first N training images (default: the config's ``train_limit``).
-        defense, cafe: for ``defense``: a ``DEFENSES`` name and None / "cafe" / "control-h0".
+        defense, cafe: for ``defense``: a ``DEFENSES`` name and a ``CafeMode`` (or its card
+            encoding None / "cafe" / "control-h0"; the card records the latter).
         amr: AMR-GMM checkpoint whose h CAFE uses (default ``<checkpoint_dir>/amr.safetensors``).
         std_model: standard model for HELP (default ``<checkpoint_dir>/standard.safetensors``).
         runtime: AMP, channels_last, torch.compile, loader workers, backbone SyncBatchNorm.
@@ -63,10 +60,9 @@ def run_stage(config: dict[str, Any], stage: str, *, parent: str | Path | None =
     if stage == "defense":
         if not defense:
             raise ValueError("the defense stage needs --defense (adv, trades, mart, awp, help)")
-        if cafe not in CAFE_CHOICES:
-            raise ValueError(f"cafe must be one of {CAFE_CHOICES}, got {cafe!r}")
-        cfg.update(defense=defense, cafe=cafe)
-        if cafe and "eps_inv" in config.get("analysis", {}):
+        row = GridRow(defense, CafeMode.parse(cafe))
+        cfg.update(defense=defense, cafe=row.mode.to_card())
+        if row.mode.adds_term and "eps_inv" in config.get("analysis", {}):
             cfg.setdefault("eps_inv", float(config["analysis"]["eps_inv"]))  # the recipe's own choice first
     info = get_info(cfg["dataset"])
     limit = limit if limit is not None else cfg.get("train_limit")
@@ -101,7 +97,7 @@ def run_stage(config: dict[str, Any], stage: str, *, parent: str | Path | None =
 
         model = create_model(cfg["backbone"], info.channels, info.num_classes, info.mean, info.std)
         runner = ClassifierStage(stage, model, cfg, len(train_set) // cfg["batch_size"], device, precision, runtime)
-    default = default_output(cfg, defense_label(defense, cafe) if stage == "defense" else stage)
+    default = default_output(cfg, row.label if stage == "defense" else stage)
     return fit(runner, train_set, val_set, epochs=cfg["epochs"], batch_size=cfg["batch_size"],
                seed=cfg["seed"], out=Path(out) if out else default, card=card,
                device=device, progress=progress, on_epoch=on_epoch, should_stop=should_stop,
@@ -117,7 +113,8 @@ def _defense_stage(cfg: dict[str, Any], backbone: torch.nn.Module, card: dict[st
 
     folder = Path(cfg["checkpoint_dir"])
     causal_estimator = None
-    if cfg["cafe"] is not None:
+    mode = CafeMode.parse(cfg["cafe"])
+    if mode.adds_term:
         amr_path = Path(amr) if amr else folder / "amr.safetensors"
         bundle = load_amr(amr_path, device)
         if bundle.card["parent"]["sha256"] != card["parent"]["sha256"]:
@@ -125,7 +122,7 @@ def _defense_stage(cfg: dict[str, Any], backbone: torch.nn.Module, card: dict[st
         if "eps_inv" not in cfg:
             cfg["eps_inv"] = default_eps_inv(bundle.card)
         card["amr"] = parent_record(amr_path, bundle.card)
-        causal_estimator = bundle.causal_estimator if cfg["cafe"] == "cafe" else None
+        causal_estimator = bundle.causal_estimator if mode is CafeMode.CAFE else None
     helper = None
     if cfg["defense"] == "help":
         std_path = Path(std_model) if std_model else folder / "standard.safetensors"

@@ -11,7 +11,7 @@ from torch import nn
 
 from cafe_core.data import ImageTensors
 from cafe_core.defense_stage import DefenseStage
-from cafe_core.defenses import (DEFENSES, CafeTerm, WeightPerturbation, build_cafe, build_defense,
+from cafe_core.defenses import (DEFENSES, CafeMode, CafeTerm, WeightPerturbation, build_cafe, build_defense,
                                 perturbed)
 from cafe_core.models.estimator import create_estimator
 from cafe_core.train import Precision
@@ -233,10 +233,12 @@ def test_cafe_target_and_inversion():
         assert torch.allclose(target, net.head(fn + h.eval()(net.features(xa) - fn)), atol=1e-5)
         assert torch.allclose(CafeTerm(None, 0.05).target(net, x, xa), net(x), atol=1e-6)
         net.train()
-    assert CafeTerm(None, 0.05).mode == "control-h0" and cafe.mode == "cafe"
+    assert CafeTerm(None, 0.05).mode is CafeMode.CONTROL_H0 and cafe.mode is CafeMode.CAFE
     inverted = cafe.invert(net, x, xa)
     assert (inverted - x).abs().max() <= 0.05 + 1e-6 and inverted.min() >= 0 and inverted.max() <= 1
     assert build_cafe(None, h, 0.05) is None and build_cafe("none", h, 0.05) is None
+    assert build_cafe(CafeMode.BASELINE, h, 0.05) is None and build_cafe(CafeMode.CAFE, h, 0.05).mode is CafeMode.CAFE
+    assert build_cafe("control-h0", h, 0.05).causal_estimator is None
     with pytest.raises(ValueError, match="causal estimator"):
         build_cafe("cafe", None, 0.05)
     with pytest.raises(ValueError, match="unknown cafe mode"):

@@ -12,9 +12,13 @@ from torch import nn
 from cafe_core.checkpoints import read_card
 from cafe_core.data import ImageTensors
 from cafe_core.evaluate import evaluate_attacks
-from cafe_core.robustness import (COLUMNS, GridModel, RobustnessGrid, build_rows, claim_check, evaluate_grid,
-                                  grid_models, masking_check, paired_bootstrap_ci, robustness_markdown,
-                                  worst_case)
+from cafe_core.cafe_mode import CafeMode
+from cafe_core.grid import RobustnessGrid, build_rows, evaluate_grid
+from cafe_core.grid_markdown import robustness_markdown
+from cafe_core.grid_rows import GridRow, grid_models
+from cafe_core.grid_settings import COLUMNS, GridSettings
+from cafe_core.masking import masking_check
+from cafe_core.statistics import claim_check, paired_bootstrap_ci, worst_case
 
 LEVELS = 10
 
@@ -83,7 +87,7 @@ def test_an_honest_attack_breaks_the_level_reader_once_eps_crosses_a_boundary():
 
 
 def grid_on(model: nn.Module) -> dict:
-    grid = RobustnessGrid(level_images(30), 0.2, batch_size=30, steps=FEW_STEPS,
+    grid = RobustnessGrid(level_images(30), 0.2, GridSettings.from_recipe(batch_size=30, steps=FEW_STEPS),
                           curve_eps=[0.02, 0.05, 0.1, 0.2, 0.4])
     return grid.evaluate_model(model, "sha", "toy", phases=("fast", "curves"))
 
@@ -137,6 +141,37 @@ def fake_result(correct: dict[str, list[int]]) -> dict:
     return {"accuracy": {k: float(np.mean(v)) for k, v in correct.items()},
             "n_images": {k: len(v) for k, v in correct.items()}, "correct": correct, "seconds": {},
             "curve": {"eps": [], "accuracy": {}, "n_images": {}}}
+
+
+def test_one_list_of_rows_one_label_and_the_cafe_mode_in_each_file_format(tmp_path):
+    from cafe_core.names import cafe_setting, defense_name, network_name, short_defense_name
+    from cafe_core.pipeline import pipeline_steps
+
+    labels = ["defense_adv", "defense_adv-cafe", "defense_adv-control-h0", "defense_trades", "defense_trades-cafe",
+              "defense_mart", "defense_mart-cafe", "defense_awp", "defense_awp-cafe", "defense_help", "defense_help-cafe"]
+    assert [row.label for row in grid_models(tmp_path)] == labels
+    assert [GridRow.from_label(label).label for label in labels] == labels
+    steps = pipeline_steps({"stages": {"defense": {}}})
+    assert [step.name for step in steps if step.kind == "train"] == labels, "the pipeline trains the grid's rows"
+    assert GridRow.from_label("defense_adv-control-h0") == GridRow("adv", CafeMode.CONTROL_H0)
+    # The encodings on disk: robustness JSON rows, checkpoint cards, file stems.
+    assert [m.to_json() for m in CafeMode] == [False, True, "control-h0"]
+    assert [m.to_card() for m in CafeMode] == [None, "cafe", "control-h0"]
+    assert [m.suffix for m in CafeMode] == ["", "-cafe", "-control-h0"]
+    assert all(CafeMode.from_json(m.to_json()) is m and CafeMode.parse(m.to_card()) is m for m in CafeMode)
+    with pytest.raises(ValueError, match="robustness JSON"):
+        CafeMode.from_json(None)
+    with pytest.raises(ValueError, match="unknown cafe mode"):
+        CafeMode.parse("inoculate")
+    with pytest.raises(ValueError, match="not both"):
+        CafeMode.from_flags(True, True)
+    assert CafeMode.from_flags(False, True) is CafeMode.CONTROL_H0 and CafeMode.from_flags(False, False) is CafeMode.BASELINE
+    # Display names, from any encoding.
+    assert [defense_name("trades", m) for m in (False, True, "control-h0")] == \
+        ["TRADES", "TRADES + CAFE", "TRADES + CAFE with h = 0 (control)"]
+    assert network_name("defense_adv-control-h0") == "ADV + CAFE with h = 0 (control)" and network_name("x") == "x"
+    assert [short_defense_name("adv", m) for m in CafeMode] == ["ADV", "ADV+CAFE", "ADV control-h0"]
+    assert [cafe_setting(m) for m in CafeMode] == ["no", "yes", "control-h0"]
 
 
 def test_rows_carry_paired_ci_against_their_own_baseline_and_the_claim_is_checked(tmp_path):
@@ -305,7 +340,7 @@ def test_grid_rows_can_be_chosen_attacks_batched_apart_and_provenance_is_kept(tm
 def test_subset_check_compares_autoattack_images_with_all_images():
     """CAFE wins on the first 100 images (where AutoAttack ran) and loses the gain over all 1,000:
     the check shows both differences, so a subset gain is not mistaken for a general one."""
-    from cafe_core.robustness import paired_difference, subset_check
+    from cafe_core.statistics import paired_difference, subset_check
 
     base = {"correct": {"pgd": [0] * 20 + [1] * 980, "autoattack": [0] * 10 + [1] * 90}}
     row = {"correct": {"pgd": [1] * 20 + [1] * 960 + [0] * 20, "autoattack": [1] * 100}}
@@ -322,7 +357,7 @@ def test_a_finished_grid_is_up_to_date_until_a_setting_a_checkpoint_or_a_row_cha
     """The pipeline skips the evaluation only when the JSON says nothing is pending, was assembled
     with the recipe's [evaluation] settings and has every checkpoint's current sha256."""
     from cafe_core.checkpoints import save_checkpoint
-    from cafe_core.robustness import grid_settings, grid_stale_reason
+    from cafe_core.grid import grid_stale_reason
 
     from .conftest import CARD, make_lite
 
@@ -338,13 +373,18 @@ def test_a_finished_grid_is_up_to_date_until_a_setting_a_checkpoint_or_a_row_cha
     out = tmp_path / "results" / "robustness_toy.json"
     assert grid_stale_reason(config, out) == "no robustness result yet"
     # The settings the CLI and the pipeline run with: flags over the recipe's tables over the defaults.
-    settings = grid_settings(config)
-    assert settings["limits"]["autoattack"] == 4 and settings["steps"]["autoattack"] == 2
-    flagged = grid_settings(config, limits={"autoattack": 2}, batch_sizes={"autoattack": 4})
-    assert flagged["limits"] == {**evaluation["limits"], "autoattack": 2} and flagged["batch_sizes"] == {"autoattack": 4}
-    assert grid_settings({"eps": 0.1})["limits"]["autoattack"] == 1000, "no [evaluation] table: the defaults"
-    kwargs = dict(out=out, **settings, log=lambda _: None)
-    partial = evaluate_grid(config, data, phases=("fast",), **kwargs)
+    settings = GridSettings.from_recipe(config)
+    assert settings.limits["autoattack"] == 4 and settings.steps["autoattack"] == 2 and settings.batch_size == 8
+    assert settings.curve_multipliers == {"autoattack": [1.0, 4.0]} and settings.batch_size_of("pgd") == 8
+    flagged = GridSettings.from_recipe(config, limits={"autoattack": 2}, batch_sizes={"autoattack": 4})
+    assert flagged.limits == {**evaluation["limits"], "autoattack": 2} and flagged.batch_sizes == {"autoattack": 4}
+    assert flagged.batch_size_of("autoattack") == 4 and flagged.batch_size_of("pgd") == 8
+    assert GridSettings.from_recipe({"eps": 0.1}) == GridSettings(), "no [evaluation] table: the defaults"
+    assert GridSettings().limits["autoattack"] == 1000 and GridSettings().steps["pgd"] == 30
+    with pytest.raises(TypeError, match="not both"):
+        evaluate_grid(config, data, settings, steps={"pgd": 1})
+    kwargs = dict(out=out, log=lambda _: None)
+    partial = evaluate_grid(config, data, settings, phases=("fast",), **kwargs)
     assert not partial["complete"]
     assert {"row": "defense_adv", "attack": "autoattack", "eps": 0.1, "images": 0, "of": 4} in partial["pending"]
     assert len([p for p in partial["pending"] if p["row"] == "defense_adv" and p["attack"] == "pgd"]) == 5, \
@@ -353,8 +393,9 @@ def test_a_finished_grid_is_up_to_date_until_a_setting_a_checkpoint_or_a_row_cha
     assert "autoattack at eps 0.1: adv 0/4, adv-cafe 0/4; " in out.with_suffix(".md").read_text()
     assert "autoattack curve at eps 0.4: adv 0/4, adv-cafe 0/4." in out.with_suffix(".md").read_text()
     assert "autoattack curve at eps 0.025" not in out.with_suffix(".md").read_text(), "not asked for"
-    done = evaluate_grid(config, data, **kwargs)
+    done = evaluate_grid(config, data, **kwargs)  # no settings: the recipe's, as the pipeline runs it
     assert done["complete"] and done["pending"] == []
+    assert {k: done[k] for k in settings.to_json()} == settings.to_json()
     aa_curve = done["rows"][0]["eps_curve"]["accuracy"]["autoattack"]
     assert [v is None for v in aa_curve] == [True, True, False, True, True, False]
     assert aa_curve[2] == done["rows"][0]["autoattack"], "the point at eps is the AutoAttack column's images"

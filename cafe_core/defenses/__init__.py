@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from torch import nn
 
+from ..cafe_mode import CafeMode
 from . import adv, awp, help, mart, trades  # noqa: F401  (importing registers the defenses)
 from .adv import ADV
 from .awp import AWP, WeightPerturbation, perturbed
 from .base import DEFENSES, Defense, eval_mode, freeze
-from .cafe import CAFE_MODES, CafeTerm, build_cafe
+from .cafe import CafeTerm, build_cafe
 from .help import HELP
 from .mart import MART, mart_loss, top_wrong_class
 from .trades import KLPGD, TRADES, trades_loss
@@ -28,6 +29,6 @@ def build_defense(name: str, eps: float, steps: int = 10, std_model: nn.Module |
     return DEFENSES.build(name, eps=eps, steps=steps, std_model=std_model)
 
 
-__all__ = ["ADV", "AWP", "CAFE_MODES", "CafeTerm", "DEFENSES", "Defense", "HELP", "KLPGD", "MART",
+__all__ = ["ADV", "AWP", "CafeMode", "CafeTerm", "DEFENSES", "Defense", "HELP", "KLPGD", "MART",
            "TRADES", "WeightPerturbation", "build_cafe", "build_defense", "eval_mode", "freeze",
            "mart_loss", "perturbed", "top_wrong_class", "trades_loss"]

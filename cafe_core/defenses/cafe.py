@@ -12,11 +12,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..cafe_mode import CafeMode
 from ..causal import causal_logits
 from ..inversion import CausalInversion, prediction_kl
 from .base import Logs, eval_mode, freeze
-
-CAFE_MODES = (None, "cafe", "control-h0")
 
 
 class CafeTerm:
@@ -38,8 +37,8 @@ class CafeTerm:
         self.steps = int(steps)
 
     @property
-    def mode(self) -> str:
-        return "control-h0" if self.causal_estimator is None else "cafe"
+    def mode(self) -> CafeMode:
+        return CafeMode.CONTROL_H0 if self.causal_estimator is None else CafeMode.CAFE
 
     def target(self, net: nn.Module, images: torch.Tensor, adversarial: torch.Tensor) -> torch.Tensor:
         """z_causal (N, classes), detached.
@@ -70,15 +69,15 @@ class CafeTerm:
         return self.loss(net, adversarial, self.invert(net, images, adversarial))
 
 
-def build_cafe(mode: str | None, causal_estimator: nn.Module | None, eps_inv: float,
+def build_cafe(mode: CafeMode | str | None, causal_estimator: nn.Module | None, eps_inv: float,
                steps: int = 10) -> CafeTerm | None:
-    """The CAFE term for a config's ``cafe`` setting: None/"none" (baseline), "cafe", "control-h0"."""
-    if mode in (None, "none", False):
+    """The CAFE term of a mode (a ``CafeMode`` or a config's ``cafe``: None/"none", "cafe",
+    "control-h0"): None for the baseline."""
+    mode = CafeMode.parse(mode)
+    if mode is CafeMode.BASELINE:
         return None
-    if mode == "cafe":
+    if mode is CafeMode.CAFE:
         if causal_estimator is None:
             raise ValueError("cafe mode 'cafe' needs the causal estimator h (an AMR-GMM checkpoint)")
         return CafeTerm(causal_estimator, eps_inv, steps)
-    if mode == "control-h0":
-        return CafeTerm(None, eps_inv, steps)
-    raise ValueError(f"unknown cafe mode {mode!r}; known: none, cafe, control-h0")
+    return CafeTerm(None, eps_inv, steps)
