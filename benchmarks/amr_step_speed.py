@@ -11,15 +11,14 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 
 from cafe_core.amr_gmm import AMRStage
-from cafe_core.checkpoints import hardware, library_versions
 from cafe_core.models import create_model
+from cafe_core.provenance import provenance
 from cafe_core.reporting import markdown_table
 from cafe_core.serialization import atomic_write_text
 from cafe_core.train import Precision, pick_device
@@ -77,8 +76,7 @@ def main() -> None:
         "ratio": statistics.median(step) / statistics.median(base), "target_ratio": 1.3,
         "estimator_params": sum(p.numel() for p in stage.h.parameters()),
         "backbone_params": sum(p.numel() for p in model.parameters()),
-        "device": str(device), "hardware": hardware(), "threads": torch.get_num_threads(),
-        "versions": library_versions(), "command": "python " + " ".join(sys.argv),
+        "device": str(device), "threads": torch.get_num_threads(), **provenance(),
     }
     tag = "cpu" if device.type == "cpu" else "cuda"
     out = Path(args.out or f"benchmarks/results/amr_step_speed_{args.backbone}_{tag}.json")

@@ -29,9 +29,10 @@ from cafe_core.serialization import atomic_write_text
 from cafe_core.train import Precision, Runtime, pick_device
 
 
-def defense_stage(cfg: dict, defense: str, cafe: CafeMode, channels: int, device: torch.device,
+def defense_stage(cfg: dict, defense: str, cafe: CafeMode | str | None, channels: int, device: torch.device,
                   precision: Precision, runtime: Runtime | None = None) -> DefenseStage:
     """A DefenseStage on a fresh backbone (seed 0), with an untrained h / standard model where needed."""
+    cafe = CafeMode.parse(cafe)
     torch.manual_seed(0)
     model = create_model(cfg["backbone"], channels, 10)
     helper = create_model(cfg["backbone"], channels, 10) if defense == "help" else None

@@ -15,18 +15,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-from cafe_core.checkpoints import hardware, library_versions, load_backbone
+from cafe_core.checkpoints import load_backbone
 from cafe_core.config import load_config
 from cafe_core.data import load_split
 from cafe_core.evaluate import evaluate_attacks
+from cafe_core.grid_settings import DEFAULT_STEPS
+from cafe_core.provenance import provenance
 from cafe_core.reporting import markdown_table
-from cafe_core.robustness import DEFAULT_STEPS
 from cafe_core.serialization import atomic_write_text
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,8 +64,7 @@ def main() -> None:
               "eager": {k: eager[k] for k in ("accuracy", "seconds")},
               "compiled": {k: fast[k] for k in ("accuracy", "seconds")},
               "images_with_different_verdict": changed, "speedup": round(eager["seconds"] / fast["seconds"], 2),
-              "threads": torch.get_num_threads(), "hardware": hardware(), "versions": library_versions(),
-              "command": " ".join(["python", "benchmarks/fast_queries.py", *sys.argv[1:]])}
+              "threads": torch.get_num_threads(), **provenance()}
     out = ROOT / "benchmarks" / "results" / f"fast_queries_{config['name']}.json"
     atomic_write_text(out, json.dumps(result, indent=2) + "\n")
     table = markdown_table(["Square queries", "AutoAttack accuracy", "seconds"],

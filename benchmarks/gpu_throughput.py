@@ -17,7 +17,6 @@ import argparse
 import json
 import re
 import statistics
-import sys
 from pathlib import Path
 from typing import Callable
 
@@ -27,11 +26,11 @@ from benchmarks.amr_step_speed import timed
 from benchmarks.defense_step_speed import defense_stage
 from cafe_core.amr_gmm import AMRStage
 from cafe_core.attacks import build_attack
-from cafe_core.checkpoints import hardware, library_versions
 from cafe_core.classifier_stages import ClassifierStage
 from cafe_core.config import load_config, stage_config
 from cafe_core.inversion import CausalInversion
 from cafe_core.models import create_model
+from cafe_core.provenance import provenance
 from cafe_core.reporting import markdown_table
 from cafe_core.serialization import atomic_write_text
 from cafe_core.train import Precision, Runtime, pick_device
@@ -141,7 +140,7 @@ def main() -> None:
         print(f"{name:12s} {seconds[name]:.4f} s/batch  {args.batch_size / seconds[name]:9.1f} images/s", flush=True)
     base = seconds["fwd_bwd"]
     result = {
-        "device": device_tag(device), "hardware": hardware(), "backbone": args.backbone,
+        "device": device_tag(device), "backbone": args.backbone,
         "input": [3, args.size, args.size], "batch_size": args.batch_size, "iters": args.iters, "warmup": args.warmup,
         "amp": precision.enabled,
         "amp_dtype": str(precision.dtype).replace("torch.", "") if precision.enabled else None,
@@ -154,7 +153,7 @@ def main() -> None:
                 seconds["cafe_step"] / (seconds["pgd10"] + seconds["inversion10"] + 2 * base),
         },
         "estimate_config": args.config, "estimates": stage_estimates(args.config, seconds, args.batch_size),
-        "versions": library_versions(), "command": "python " + " ".join(sys.argv),
+        **provenance(),
     }
     out = Path(args.out or f"benchmarks/results/gpu_throughput_{result['device']}.json")
     atomic_write_text(out, json.dumps(result, indent=2) + "\n")

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -28,10 +27,10 @@ from typing import Any
 
 import torch
 
-from cafe_core.checkpoints import hardware, library_versions
 from cafe_core.data import load_split
 from cafe_core.explain import APP_INVERSION, CLI_INVERSION, InversionSetting
 from cafe_core.predict import checkpoint_dir, load_stage
+from cafe_core.provenance import provenance
 from cafe_core.reporting import markdown_table
 from cafe_core.serialization import atomic_write_text
 
@@ -119,8 +118,7 @@ def main() -> None:
     result = {"rows": rows, "n_images": len(images), "threads": args.threads, "seed": args.seed,
               "checkpoints": folder.relative_to(ROOT).as_posix() if folder.is_relative_to(ROOT) else folder.name,
               "target_app": {"corr_natural_mean": 0.75, "label_agreement": 0.9},
-              "hardware": hardware(), "versions": library_versions(),
-              "command": " ".join(["python", "benchmarks/inversion_quality.py", *sys.argv[1:]])}
+              **provenance()}
     out = Path(args.out)
     atomic_write_text(out, json.dumps(result, indent=2) + "\n")
     table = markdown_table(["setting", "method", "steps", "corr (mean)", "corr (p10)", "label agreement", "s / image"],
@@ -129,7 +127,7 @@ def main() -> None:
                              f"{r['seconds_per_image']:.3f}"] for r in rows])
     atomic_write_text(out.with_suffix(".md"),
                       f"Feature inversion of the Natural feature, first {len(images)} test images, "
-                      f"{args.threads} torch thread(s), {hardware()}. Target for the app's setting: "
+                      f"{args.threads} torch thread(s), {result['hardware']}. Target for the app's setting: "
                       f"corr >= 0.75, label agreement >= 0.9.\n\n{table}\n")
 
 
