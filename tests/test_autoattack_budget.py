@@ -6,9 +6,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.slow
 def test_stronger_budget_is_compared_image_by_image_with_the_grid_and_resumes(tmp_path):
     out = tmp_path / "autoattack_budget_fashion_lite.json"
     command = [sys.executable, "benchmarks/autoattack_budget.py", "--rows", "defense_adv,defense_adv-cafe", "--n", "2",
@@ -21,10 +24,17 @@ def test_stronger_budget_is_compared_image_by_image_with_the_grid_and_resumes(tm
     for row in result["rows"]:
         # The grid's verdicts are read from its stored state: the first 2 images of its AutoAttack column.
         state = json.loads((grid_state / f"{row['row']}.json").read_text())
-        stored = state[json.dumps(["autoattack", 0.1, 0, 10, 500])]["batches"]["0"][:2]
-        assert row["grid_accuracy"] == sum(stored) / 2
-        assert 0 <= row["broken_only_by_stronger"] + row["broken_only_by_grid"] <= 2
-        assert row["accuracy"] - row["grid_accuracy"] == row["stronger_minus_grid"]["delta"]
+        grid = state[json.dumps(["autoattack", 0.1, 0, 10, 500])]["batches"]["0"][:2]
+        # The stronger run's verdicts: its own state beside the JSON (1 iteration, batches of 1 image).
+        own = json.loads((tmp_path / "state" / out.stem / f"{row['row']}.json").read_text())
+        batches = own[json.dumps(["autoattack", 0.1, 0, 1, 1])]["batches"]
+        strong = [verdict for key in sorted(batches, key=int) for verdict in batches[key]]
+        assert len(grid) == len(strong) == 2
+        assert row["grid_accuracy"] == sum(grid) / 2 and row["accuracy"] == sum(strong) / 2
+        # Image by image: which budget breaks which image.
+        assert row["broken_only_by_stronger"] == sum(g == 1 and s == 0 for g, s in zip(grid, strong))
+        assert row["broken_only_by_grid"] == sum(s == 1 and g == 0 for g, s in zip(grid, strong))
+        assert row["stronger_minus_grid"]["delta"] == (sum(strong) - sum(grid)) / 2
     assert [(p["row"], p["baseline"]) for p in result["pairs"]] == [("defense_adv-cafe", "defense_adv")]
     assert "AA-10 (grid) %" in out.with_suffix(".md").read_text()
     # The stronger run's per-batch state is kept beside the JSON: a second run computes nothing.

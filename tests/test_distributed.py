@@ -149,11 +149,13 @@ def test_batch_must_split_evenly_over_the_ranks(monkeypatch):
 
 
 # ----------------------------------------------------------------------------- two ranks
+@pytest.mark.slow
 def test_collective_helpers_on_two_ranks():
     out = torchrun("tests/distributed_checks.py")
     assert out.count("all collective helpers agree") == 2
 
 
+@pytest.mark.slow
 def test_adv_stage_on_two_ranks_matches_one_process(tmp_path, config):
     args = ["train", "--stage", "adv", "--config", str(config), "--sync-bn", *TRAIN]
     torchrun("tests/float64_cli.py", *args, "--out", str(tmp_path / "two.safetensors"))
@@ -168,6 +170,7 @@ def test_adv_stage_on_two_ranks_matches_one_process(tmp_path, config):
     assert "distributed" not in one_card and one_card["config_digest"] == two_card["config_digest"]
 
 
+@pytest.mark.slow
 def test_amr_stage_on_two_ranks_matches_one_process(tmp_path, config):
     parent = tmp_path / "adv.safetensors"
     save_checkpoint(parent, {"model": make_lite(seed=3)}, {"dataset": "fashion-mnist", "backbone": "lite",
@@ -194,6 +197,7 @@ def quickly_trained(train: ImageTensors) -> nn.Module:
     return model.eval()
 
 
+@pytest.mark.slow
 def test_evaluate_on_two_ranks_gives_the_single_process_numbers(tmp_path, fashion):
     """Batches dealt round-robin (3 batches on 2 ranks), each with its own seed: the random
     starts are the ones a single process draws, so the accuracies are equal, not just close."""

@@ -27,6 +27,7 @@ def train_command(out: Path) -> list[str]:
             "--set", "stages.adv.val_steps=2"]
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("fashion")
 def test_sigkill_mid_epoch_then_resume_matches_an_unbroken_run(tmp_path):
     straight = tmp_path / "a" / "adv.safetensors"

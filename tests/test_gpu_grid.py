@@ -7,6 +7,8 @@ import sys
 import tarfile
 from pathlib import Path
 
+import pytest
+
 from benchmarks.gpu_grid import round_args
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -19,6 +21,7 @@ def test_round_arguments():
     assert round_args("autoattack@all", 10_000) == ["--phases", "autoattack", "--limit", "autoattack=10000"]
 
 
+@pytest.mark.slow
 def test_one_row_runs_its_rounds_and_the_state_comes_back_packed(tmp_path):
     results = tmp_path / "robustness_fashion_lite.json"
     command = [sys.executable, "benchmarks/gpu_grid.py", "--out-dir", str(tmp_path / "out"), "--results", str(results),

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from cafe_core.config import load_config
 from cafe_core.pipeline import pipeline_steps, run_pipeline, stale_reason
 
@@ -71,6 +73,7 @@ def test_steps_cover_the_whole_recipe_in_order(tmp_path):
     assert "defense_adv-control-h0" in names and "defense_help-cafe" in names
 
 
+@pytest.mark.slow
 def test_pipeline_skips_what_is_done_and_retrains_only_what_changed(tmp_path, fashion):
     config = load_config(write_recipe(tmp_path))
     quiet = dict(progress=False, log=lambda _: None)

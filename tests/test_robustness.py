@@ -174,6 +174,34 @@ def test_one_list_of_rows_one_label_and_the_cafe_mode_in_each_file_format(tmp_pa
     assert [cafe_setting(m) for m in CafeMode] == ["no", "yes", "control-h0"]
 
 
+def test_the_eps_curves_are_one_series_drawn_by_both_renderers(tmp_path):
+    """The committed grid: every row's PGD and AutoAttack curve, in row order, with the same points
+    in the app's plotly figure and the README's PNG (the series are built once, in curves.py)."""
+    from pathlib import Path
+
+    from cafe_core.curves import curve_series, curves_png
+    from cafe_core.figures import robustness_curves
+
+    result = json.loads((Path(__file__).resolve().parent.parent / "benchmarks" / "results"
+                         / "robustness_fashion_lite.json").read_text())
+    expected = [(r["defense"], r["cafe"], attack, [255 * e for e in r["eps_curve"]["eps"][:len(values)]],
+                 [None if v is None else 100 * v for v in values])
+                for r in result["rows"] for attack in ("pgd", "autoattack")
+                if (values := r["eps_curve"]["accuracy"].get(attack))]
+    assert len(expected) == 22, "11 rows x (PGD, AutoAttack)"
+    series = curve_series(result)
+    assert [(s.defense, s.mode.to_json(), s.attack, s.eps_255, s.accuracy) for s in series] == expected
+    figure = robustness_curves(result)
+    assert [(list(t.x), list(t.y)) for t in figure.data] == [(e[3], e[4]) for e in expected]
+    assert figure.data[1].name == "ADV, autoattack" and figure.data[2].name == "ADV + CAFE, pgd"
+    assert [t.line.dash for t in figure.data[:2]] == ["solid", "dash"]
+    assert None in figure.data[1].y, "AutoAttack skips 0.25 x eps: a gap, not a zero"
+    png = curves_png(result, tmp_path / "curves.png")
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    assert curves_png({"rows": [{"defense": "adv", "cafe": False, "eps_curve": {"accuracy": {}}}]},
+                      tmp_path / "none.png") is None and not (tmp_path / "none.png").exists()
+
+
 def test_rows_carry_paired_ci_against_their_own_baseline_and_the_claim_is_checked(tmp_path):
     models = grid_models(tmp_path, ["adv", "trades"])
     assert [m.label for m in models] == ["defense_adv", "defense_adv-cafe", "defense_adv-control-h0",
