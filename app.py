@@ -68,6 +68,7 @@ def build_app(checkpoints=None, queue_size: int = QUEUE_SIZE, warm_up: bool = Tr
                     image = gr.Image(str(ctx.examples[0]) if ctx.examples else None, type="filepath", label="Image",
                                      sources=["upload", "clipboard", "webcam"], height=220,
                                      elem_id="input-image")
+                    negate = gr.Checkbox(True, label=texts.NEGATE_LABEL)
                     network = gr.Radio(h.network_choices(lab), value="adv", label="network to attack")
                     with gr.Row():
                         run, classify_button = gr.Button("Attack and explain", variant="primary"), gr.Button("Classify only")
@@ -100,6 +101,9 @@ def build_app(checkpoints=None, queue_size: int = QUEUE_SIZE, warm_up: bool = Tr
                     numbers = gr.JSON(first.numbers if first else None, label="all numbers (settings, predictions, KL)")
                     label, notes = gr.Label(num_top_classes=3, label="prediction"), gr.Markdown()
                     seen = gr.Image(label="model input", interactive=False, height=200)
+                    steps_gallery = gr.Gallery(first.steps if first else None, label="what the model sees: each "
+                                               "conversion step, before | after", columns=3, height="auto", format="png")
+                    ood_json = gr.JSON(label="out-of-distribution check")
         with gr.Tab("Robustness"):
             robustness_text, robustness_table = gr.Markdown(), gr.Dataframe(label="robust accuracy % [CI of the difference to the baseline]",
                                             interactive=False, wrap=True)
@@ -130,7 +134,8 @@ def build_app(checkpoints=None, queue_size: int = QUEUE_SIZE, warm_up: bool = Tr
 
         def explore(*args):
             v = h.run_explore(ctx, *args)
-            return v.gallery, v.headline, v.probabilities, v.channels, v.summary, v.table, v.numbers, v.last
+            return (v.gallery, v.headline, v.probabilities, v.channels, v.summary, v.table, v.numbers, v.steps,
+                    v.last)
 
         def evaluate(set_name, model, attack_, eps_, steps_, n, progress=gr.Progress()):
             return h.evaluate_now(ctx, set_name, model, attack_, eps_, steps_, n,
@@ -145,14 +150,15 @@ def build_app(checkpoints=None, queue_size: int = QUEUE_SIZE, warm_up: bool = Tr
 
         set_choice.change(shown(describe), set_choice, [set_info, model_choice, network], api_name="describe")
         explore_event = run.click(
-            shown(explore), [set_choice, image, network, attack, eps, steps, seed, target, use_trained, trained],
-            [gallery, headline, probs, channels, summary, table, numbers, last], api_name="explore", preprocess=False)
+            shown(explore), [set_choice, image, network, attack, eps, steps, seed, target, use_trained, trained, negate],
+            [gallery, headline, probs, channels, summary, table, numbers, steps_gallery, last], api_name="explore",
+            preprocess=False)
         explore_event.success(shown(h.make_report), last, report_files, api_name="report")
         explore_event.success(bound(h.run_attributions), [set_choice, model_choice, last], attributions,
                               api_name="attributions")
         # preprocess=False: cafe_core.images decodes uploads itself, with clear messages for damaged files.
-        classify_button.click(bound(h.classify_upload), [set_choice, model_choice, image], [label, seen, notes],
-                              api_name="classify", preprocess=False)
+        classify_button.click(bound(h.classify_upload), [set_choice, model_choice, image, negate],
+                              [label, seen, notes, steps_gallery, ood_json], api_name="classify", preprocess=False)
         gr.on([demo.load, set_choice.change], bound(h.show_robustness), set_choice,
               [robustness_table, curves, robustness_text], api_name="robustness")
         eval_button.click(shown(evaluate), [set_choice, model_choice, eval_attack, eval_eps, eval_steps, eval_n],

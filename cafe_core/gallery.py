@@ -23,7 +23,8 @@ from .images import image_to_uint8
 from .serialization import atomic_write, atomic_write_text
 
 RULE = ("For each class, in test-set order, the first test image that the robust (ADV) network classifies "
-        "correctly and that, under the app's default attack on it (settings below), (a) the ADV network "
+        "correctly, that the set's out-of-distribution detector does not flag (a flagged first screen would "
+        "warn that the picture is unlike the training data), and that, under the app's default attack on it (settings below), (a) the ADV network "
         "misclassifies, (b) the undefended network misclassifies when attacked the same way on its own gradients, "
         "(c) the Causal prediction c(F_n + h(Z)) gets right and (d) the Counterfactual prediction c(F_n + g(Z)) "
         "gets wrong. If no image among the first {scan} of a class meets (a)-(d), the first that meets (a)-(c), "
@@ -40,11 +41,12 @@ class Outcome:
     predictions: dict[str, int]
     standard_adversarial: int | None
     label: int
+    ood_flagged: bool = False
 
     @property
     def met(self) -> dict[str, bool]:
         p, y = self.predictions, self.label
-        return {"clean_right": p["natural"] == y, "adv_fooled": p["adversarial"] != y,
+        return {"clean_right": p["natural"] == y and not self.ood_flagged, "adv_fooled": p["adversarial"] != y,
                 "standard_fooled": self.standard_adversarial is not None and self.standard_adversarial != y,
                 "causal_right": p["causal"] == y, "counterfactual_wrong": p["counterfactual"] != y}
 
@@ -59,7 +61,8 @@ def outcome(lab: Any, image: torch.Tensor, label: int, settings: dict[str, Any])
                            **{**settings, "feature_steps": 0}, network="standard")
         standard = attacked.predictions["adversarial"].label
     keys = ("natural", "adversarial", "causal", "counterfactual")
-    return Outcome({k: result.predictions[k].label for k in keys}, standard, label)
+    ood = lab.ood_check(image)
+    return Outcome({k: result.predictions[k].label for k in keys}, standard, label, bool(ood and ood["flagged"]))
 
 
 def select_gallery(lab: Any, images: torch.Tensor, labels: torch.Tensor, settings: dict[str, Any],
@@ -97,6 +100,7 @@ def entry(result: Outcome, test_index: int, class_names: tuple[str, ...], rule_m
             "adversarial_correct": result.predictions["adversarial"] == y,
             "causal_correct": result.predictions["causal"] == y,
             "counterfactual_correct": result.predictions["counterfactual"] == y,
+            "ood_flagged": result.ood_flagged,
             "standard_adversarial_correct": None if result.standard_adversarial is None
             else result.standard_adversarial == y,
             "rule_met": list(rule_met)}
@@ -165,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     examples = select_gallery(lab, images, labels, settings, args.scan)
     manifest = {"rule": RULE.format(scan=args.scan), "settings": {**settings, "network": "adv"},
                 "backbone_sha256": card["sha256"], "amr_sha256": lab.bundle.card["sha256"],
+                "ood_sha256": lab.ood.card.get("sha256") if lab.ood is not None else None,
                 "standard_sha256": lab.backbones["standard"].card["sha256"] if "standard" in lab.backbones else None,
                 "dataset": card["dataset"], "split": "test", "hardware": hardware(),
                 "command": "python -m cafe_core.gallery " + " ".join(sys.argv[1:] if argv is None else argv)}

@@ -20,7 +20,7 @@ from PIL import Image
 from .checkpoints import CheckpointError
 from .figures import channel_bars, probability_bars, robustness_curves, training_curves
 from .gallery import read_manifest
-from .images import ImageInputError, PreparedImage, prepare_image
+from .images import ImageInputError, PreparedImage
 from .lab import MAX_EVAL_IMAGES, Lab, checkpoint_sets, robustness_rows
 from .lesson import LESSON_TITLES, lesson_step
 from .live_training import check_budget, train_amr_live
@@ -32,8 +32,8 @@ from .serialization import atomic_write
 from .serving import AnalysisPool, WorkerStopped
 from .settings import (MAX_EPS_255, MAX_STEPS, UserError, checked_attack, checked_number, explore_defaults,
                        explore_settings)
-from .texts import (TABLE_HEADERS, defense_table, explore_headline, explore_summary, gallery_items,
-                    robustness_text, set_description)
+from .texts import (TABLE_HEADERS, defense_table, explore_headline, explore_summary, gallery_items, ood_warning,
+                    preprocessing_notes, robustness_text, set_description)
 
 # Square's compiled query model (cafe_core.inference) costs a ~10 s compile and compiler memory
 # per worker; the app's one-image requests gain little from it, so it is off unless asked for.
@@ -51,6 +51,7 @@ class ExploreView:
 
     gallery: list[tuple[Any, str]]
     headline: str
+    steps: list[tuple[Any, str]]
     summary: str
     table: dict[str, Any]
     probabilities: Any
@@ -122,10 +123,11 @@ class AppContext:
             raise UserError("That file is not an upload of this session.")
         return resolved
 
-    def prepared(self, image: dict | str | None, lab: Lab) -> tuple[PreparedImage, int | None]:
+    def prepared(self, image: dict | str | None, lab: Lab, auto_negate: bool = True
+                 ) -> tuple[PreparedImage, int | None]:
         path = self.upload_path(image)
         try:
-            return prepare_image(path, lab.adv.info.channels, lab.adv.info.image_size), self.example_label(path)
+            return lab.prepare(path, bool(auto_negate)), self.example_label(path)
         except ImageInputError as err:
             raise UserError(str(err)) from None
 
@@ -135,7 +137,7 @@ def start_up(ctx: AppContext) -> ExploreView | None:
     first screen, returned) and the others in the background, so visitors meet a warm, cached app."""
     if ctx.examples:
         lab = ctx.first
-        ctx.pool.warm_up(lab.folder, prepare_image(ctx.examples[0], lab.adv.info.channels, lab.adv.info.image_size).tensor)
+        ctx.pool.warm_up(lab.folder, lab.prepare(ctx.examples[0]).tensor)
     first = example_view(ctx, 0)
     prefill_gallery(ctx)
     return first
@@ -174,24 +176,44 @@ def describe(ctx: AppContext, set_name: str | None) -> str:
     return set_description(ctx.lab(set_name).describe())
 
 
-def _view(lab: Lab, result, rows, notes=()) -> ExploreView:
-    return ExploreView(picture_files(gallery_items(result)), explore_headline(result, rows), explore_summary(result, notes),
+def step_pictures(prepared: PreparedImage) -> list[tuple[str, str]]:
+    """One before | after thumbnail per conversion step, captioned with what the step did."""
+    items = []
+    for step in prepared.steps:
+        before, after = step.before, step.after
+        height = max(before.shape[0], after.shape[0])
+        pad = [np.pad(a, ((0, height - a.shape[0]), (0, 0), (0, 0)), constant_values=255) for a in (before, after)]
+        gap = np.full((height, 8, 3), 255, np.uint8)
+        items.append((np.concatenate([pad[0], gap, pad[1]], axis=1), f"{step.name}: {step.description}"))
+    return picture_files(items)
+
+
+def _view(lab: Lab, result, rows, prepared: PreparedImage | None = None) -> ExploreView:
+    numbers = result.to_json()
+    ood = lab.ood_check(prepared.tensor) if prepared else None
+    numbers["ood"] = ood
+    warning = ood_warning(ood, lab.class_names)
+    headline = explore_headline(result, rows)
+    notes = prepared.notes if prepared else ()
+    return ExploreView(picture_files(gallery_items(result)), f"{warning}  \n{headline}" if warning else headline,
+                       step_pictures(prepared) if prepared else [], explore_summary(result, notes),
                        {"headers": TABLE_HEADERS, "data": defense_table(rows, lab.class_names)},
-                       probability_bars(result), channel_bars(result), result.to_json(),
+                       probability_bars(result), channel_bars(result), numbers,
                        {"result": result, "rows": rows, "folder": str(lab.folder)})
 
 
 def run_explore(ctx: AppContext, set_name: str | None, image: Any, network: str, attack: Any, eps_255: Any,
                 steps: Any, seed: Any, target: Any, use_trained: bool = False,
-                trained: str | None = None) -> ExploreView:
+                trained: str | None = None, auto_negate: bool = True) -> ExploreView:
     """Attack the image, estimate its causal features, invert them, attack every network.
 
-    ``use_trained``: analyse with the h and g trained in the Train tab (file ``trained``)."""
+    ``use_trained``: analyse with the h and g trained in the Train tab (file ``trained``).
+    ``auto_negate``: negate a photo's light background (as Fashion-MNIST was made)."""
     lab = ctx.lab(set_name)
     settings = explore_settings(attack, eps_255, steps, seed, target, lab.class_names)
     if network not in lab.networks():
         raise UserError(f"Unknown network {network!r}; choose one of {', '.join(lab.networks())}")
-    prepared, true_label = ctx.prepared(image, lab)
+    prepared, true_label = ctx.prepared(image, lab, auto_negate)
     bundle_path = None
     if use_trained:
         if not trained:
@@ -208,7 +230,7 @@ def run_explore(ctx: AppContext, set_name: str | None, image: Any, network: str,
                                            **settings)
     except (ValueError, CheckpointError, WorkerStopped) as err:
         raise UserError(str(err)) from None
-    return _view(lab, result, rows, prepared.notes)
+    return _view(lab, result, rows, prepared)
 
 
 def example_view(ctx: AppContext, index: int = 0) -> ExploreView | None:
@@ -217,10 +239,10 @@ def example_view(ctx: AppContext, index: int = 0) -> ExploreView | None:
         return None
     lab = ctx.first
     path = ctx.examples[min(index, len(ctx.examples) - 1)]
-    prepared = prepare_image(path, lab.adv.info.channels, lab.adv.info.image_size)
+    prepared = lab.prepare(path)
     result, rows = ctx.pool.comparison(lab.folder, prepared.tensor, ctx.example_label(path),
                                        network="adv", **explore_defaults(lab.adv.card["eps"]))
-    return _view(lab, result, rows)
+    return _view(lab, result, rows, prepared)
 
 
 def prefill_gallery(ctx: AppContext) -> threading.Thread:
@@ -274,18 +296,22 @@ def run_attributions(ctx: AppContext, set_name: str | None, model_name: str | No
                           for method, title in (("integrated_gradients", "IG"), ("saliency", "Saliency")) for key in keys])
 
 
-def classify_upload(ctx: AppContext, set_name: str | None, model_name: str | None,
-                    image: Any) -> tuple[dict[str, float], Any, str]:
-    """Class probabilities of one network, the model input as it sees it, and the conversion notes."""
+def classify_upload(ctx: AppContext, set_name: str | None, model_name: str | None, image: Any,
+                    auto_negate: bool = True) -> tuple[dict[str, float], Any, str, list, dict | None]:
+    """Class probabilities of one network, the model input, the conversion steps (text and
+    before/after pictures) with the out-of-distribution warning, and the OOD check itself."""
     lab = ctx.lab(set_name)
-    prepared, _ = ctx.prepared(image, lab)
+    prepared, _ = ctx.prepared(image, lab, auto_negate)
     try:
         net = lab.model(model_name or "adv")
     except KeyError as err:
         raise UserError(str(err)) from None
     result = classify(LoadedModel(net, lab.adv.card, lab.adv.info), prepared.tensor)
-    notes = "\n".join(f"- {n}" for n in prepared.notes) or "- used as is"
-    return result.probabilities, prepared.preview, f"**What the model sees**\n{notes}"
+    ood = lab.ood_check(prepared.tensor)
+    warning = ood_warning(ood, lab.class_names)
+    notes = preprocessing_notes(prepared.steps, prepared.notes)
+    return (result.probabilities, prepared.preview, f"{warning}\n\n{notes}" if warning else notes,
+            step_pictures(prepared), ood)
 
 
 def show_robustness(ctx: AppContext, set_name: str | None) -> tuple[dict[str, Any], Any, str]:
@@ -334,7 +360,7 @@ def show_lesson(ctx: AppContext, step: str, set_name: str | None) -> tuple[str, 
         raise UserError(f"Unknown lesson step {step!r}")
     lab = ctx.lab(set_name)
     example = lesson_example(ctx)
-    prepared = prepare_image(example, lab.adv.info.channels, lab.adv.info.image_size)
+    prepared = lab.prepare(example)
     try:
         result, rows = ctx.pool.comparison(lab.folder, prepared.tensor, ctx.example_label(example), network="adv",
                                            **explore_defaults(lab.adv.card["eps"]))

@@ -18,7 +18,8 @@ from .attribution import Attributions, attribute
 from .checkpoints import CheckpointError
 from .compare import DefenseSet
 from .explore import ExploreResult
-from .images import image_from_uint8
+from .images import PreparedImage, image_from_uint8, prepare_image
+from .ood import OODDetector, load_ood
 from .predict import DEFAULT_CHECKPOINTS, LoadedModel, checkpoint_dir, load_stage
 from .report import run_comparison
 
@@ -63,6 +64,7 @@ class Lab:
             self.bundles[network] = bundle
         self.bundle: AMRBundle | None = self.bundles["adv"]
         self.defenses = DefenseSet(self.folder, device)
+        self.ood: OODDetector | None = load_ood(self.folder, backbone=self.adv.model, device=device)
         for card, model in zip(self.defenses.cards, self.defenses.models):
             if card["dataset"] != self.adv.card["dataset"]:
                 raise CheckpointError(f"{model.path.name} is a {card['dataset']} model; the set is {self.adv.card['dataset']}")
@@ -91,6 +93,17 @@ class Lab:
         return {"folder": str(self.folder), "dataset": card["dataset"], "backbone": card["backbone"],
                 "eps": card["eps"], "config": card.get("config_name"), "has_amr": self.bundle is not None,
                 "models": models}
+
+    def prepare(self, source: Any, auto_negate: bool = True) -> PreparedImage:
+        """Any image as this set's model input; Fashion-MNIST sets convert photos the way the
+        dataset was made (see ``cafe_core.images.prepare_image``)."""
+        info = self.adv.info
+        return prepare_image(source, info.channels, info.image_size, auto_negate=auto_negate,
+                             fashion_mnist=self.adv.card["dataset"] == "fashion-mnist" and info.channels == 1)
+
+    def ood_check(self, image: torch.Tensor) -> dict[str, Any] | None:
+        """``{"score", "threshold", "flagged"}`` for one model input, None when the set has no detector."""
+        return None if self.ood is None else self.ood.check(image)
 
     def networks(self) -> list[str]:
         """The networks Explore can attack: ``adv`` and, when the set has it, ``standard``."""

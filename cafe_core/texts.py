@@ -22,6 +22,7 @@ PANELS = [("clean", "Clean"), ("adversarial", "Adversarial"), ("perturbation", "
 PANEL_PREDICTION = {"clean": "natural", "adversarial": "adversarial", "inverted": "inverted",
                     "feature_natural": "natural", "feature_adversarial": "adversarial",
                     "feature_causal": "causal", "feature_counterfactual": "counterfactual"}
+NEGATE_LABEL = "photo on a light background: negate it, as Fashion-MNIST's own photos were"
 TRAIN_INTRO = ("Train a new causal estimator h and counterfactual generator g on the robust network, on a few "
                "training images (at most {images} images, {epochs} epochs; one run at a time).")
 LESSON_INTRO = "Five steps through one real example, with this app's own outputs."
@@ -35,6 +36,22 @@ def mark(correct: bool | None) -> str:
 def _said(result: ExploreResult, key: str) -> str:
     view = result.predictions[key]
     return f"**{view.class_name}** ({100 * view.confidence:.0f}%){mark(view.correct)}"
+
+
+def ood_warning(ood: dict[str, Any] | None, class_names: Sequence[str]) -> str:
+    """The warning shown above the results of an input that does not look like the training data."""
+    if not ood or not ood["flagged"]:
+        return ""
+    return (f"⚠️ **This does not look like a Fashion-MNIST image** (unusualness {ood['score']:.2f}, images above "
+            f"{ood['threshold']:.2f} are flagged; 95% of real test images are below). The network only knows these "
+            f"ten classes: {', '.join(class_names)}, seen as light garments on a black background, so it will "
+            "name one of them whatever the picture shows. The results below are computed anyway.")
+
+
+def preprocessing_notes(steps: Sequence[Any], notes: Sequence[str]) -> str:
+    """"What the model sees": each conversion step, in order, in plain words."""
+    lines = [f"{i}. {step.description}" for i, step in enumerate(steps, 1)] or [f"- {n}" for n in notes]
+    return "**What the model sees**\n" + ("\n".join(lines) if lines else "- used as is")
 
 
 def gallery_items(result: ExploreResult) -> list[tuple[Any, str]]:

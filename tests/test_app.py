@@ -63,7 +63,7 @@ def client(checkpoint_set):
 
 def test_classify_endpoint_matches_the_library(client, checkpoint_set):
     example = EXAMPLES[0]
-    label, seen, notes = client.predict("toy_set", "adv", gradio_client.handle_file(example), api_name="/classify")
+    label, seen, notes, steps, ood = client.predict("toy_set", "adv", gradio_client.handle_file(example), api_name="/classify")
     confidences = {c["label"]: c["confidence"] for c in label["confidences"]}
     loaded = load_stage(checkpoint_set)
     expected = classify(loaded, prepare_image(example, 1, 28).tensor)
@@ -72,6 +72,7 @@ def test_classify_endpoint_matches_the_library(client, checkpoint_set):
     top = max(confidences, key=confidences.get)
     assert top == expected.name and confidences[top] == pytest.approx(expected.confidence, abs=1e-4)
     assert "What the model sees" in notes
+    assert ood is None or set(ood) == {"score", "threshold", "flagged"}
 
 
 def explore_args(example, eps_255=25, steps=5, seed=0, target="none", attack="pgd", network="adv"):
@@ -85,8 +86,9 @@ def test_explore_endpoint_returns_every_panel_and_the_library_numbers(client, ch
     from cafe_core.lab import Lab
 
     example = EXAMPLES[3]  # a dress: true label known from the gallery file name
-    gallery, headline, probs, channels, summary, table, numbers = client.predict(*explore_args(example),
-                                                                                 api_name="/explore")
+    gallery, headline, probs, channels, summary, table, numbers, steps = client.predict(*explore_args(example),
+                                                                                        api_name="/explore")
+    assert set(numbers["ood"]) == {"score", "threshold", "flagged"} or numbers["ood"] is None
     assert len(gallery) == len(PANELS)
     captions = [item["caption"] for item in gallery]
     assert captions[0].startswith("Clean: ") and "Causal inversion" in captions[3]
@@ -189,7 +191,7 @@ def test_non_image_upload_gives_a_clear_error_and_the_app_keeps_serving(client, 
     with pytest.raises(Exception, match="(?i)not an image|could not decode|invalid image"):
         client.predict("toy_set", "adv", gradio_client.handle_file(str(bogus)), api_name="/classify")
 
-    label, _, _ = client.predict("toy_set", "adv", gradio_client.handle_file(EXAMPLES[1]), api_name="/classify")
+    label, *_ = client.predict("toy_set", "adv", gradio_client.handle_file(EXAMPLES[1]), api_name="/classify")
     assert label["label"]
 
 
@@ -264,7 +266,7 @@ def test_every_broken_upload_gives_a_clean_error_and_the_app_keeps_serving(clien
         with pytest.raises(Exception, match=message):
             client.predict("toy_set", gradio_client.handle_file(str(path)), "adv", "pgd", 8, 2, 0, "none", False,
                            api_name="/explore")
-        label, _, _ = client.predict("toy_set", "adv", gradio_client.handle_file(EXAMPLES[0]), api_name="/classify")
+        label, *_ = client.predict("toy_set", "adv", gradio_client.handle_file(EXAMPLES[0]), api_name="/classify")
         assert label["label"], f"the app stopped serving after {name}"
 
 
@@ -285,7 +287,8 @@ def test_odd_but_valid_images_are_converted_with_a_visible_note(client, tmp_path
     frames[0].save(gif, save_all=True, append_images=frames[1:], duration=100, loop=0)
     for path, note in ((rgba, "resized 30x60"), (sixteen, "16-bit"), (cmyk, "CMYK"), (tiny, "resized 1x1"),
                        (gif, "first frame")):
-        label, seen, notes = client.predict("toy_set", "adv", gradio_client.handle_file(str(path)), api_name="/classify")
+        label, seen, notes, steps, ood = client.predict("toy_set", "adv", gradio_client.handle_file(str(path)),
+                                                        api_name="/classify")
         assert label["label"] and note in notes, (path.name, notes)
 
 
@@ -318,7 +321,7 @@ def test_a_full_queue_answers_busy_instead_of_piling_up(checkpoint_set):
                 outcomes.append(str(err))
         assert any("Queue is full" in o for o in outcomes), outcomes
         assert "ok" in outcomes, "the requests that got in are answered"
-        label, _, _ = client.predict("toy_set", "adv", gradio_client.handle_file(EXAMPLES[0]), api_name="/classify")
+        label, *_ = client.predict("toy_set", "adv", gradio_client.handle_file(EXAMPLES[0]), api_name="/classify")
         assert label["label"]
     finally:
         demo.close()

@@ -203,3 +203,27 @@ def test_usable_at_phone_tablet_projector_and_desktop_widths(server, browser, wi
         shot(browser, f"explore_{width}")
     finally:
         browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+
+
+def test_an_out_of_distribution_upload_is_flagged_and_its_conversion_shown(server, browser, tmp_path):
+    """A rendered digit on white: converted like Fashion-MNIST (steps shown) and flagged, still analysed."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    picture = Image.new("RGB", (200, 200), "white")
+    try:
+        font = ImageFont.truetype("DejaVuSans-Bold.ttf", 150)
+    except OSError:
+        font = ImageFont.load_default(size=150)
+    ImageDraw.Draw(picture).text((45, 10), "7", fill="black", font=font)
+    digit = tmp_path / "digit.png"
+    picture.save(digit)
+    wait = WebDriverWait(browser, 120)
+    browser.get(server)
+    upload = wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "input[type=file]")))
+    upload.send_keys(str(digit))
+    time.sleep(1)
+    browser.find_element(By.XPATH, "//button[contains(., 'Attack and explain')]").click()
+    wait.until(EC.text_to_be_present_in_element((By.ID, "explore-headline"), "does not look like a Fashion-MNIST image"))
+    body = browser.find_element(By.TAG_NAME, "body").text
+    assert "negate" in body.lower() and "what the model sees" in body.lower()
+    assert len(captions(browser)) >= 8, "the analysis still runs"

@@ -32,6 +32,7 @@ def test_manifest_fields_and_the_phenomenon_it_promises():
         assert (EXAMPLE_DIR / e["file"]).is_file()
         assert e["adversarial_correct"] == (e["predictions"]["adversarial"] == e["label"])
         assert set(e["rule_met"]) <= set(CONDITIONS)
+        assert e["ood_flagged"] is False, "the first screen never opens with an out-of-distribution warning"
     assert sum(not e["adversarial_correct"] for e in examples) >= 8, "the attack fools the robust network"
     assert sum(e["standard_adversarial_correct"] is False for e in examples) >= 9, "and the undefended one"
     assert sorted(p.name for p in EXAMPLE_DIR.glob("*.png")) == sorted(e["file"] for e in examples)
@@ -54,5 +55,6 @@ def test_the_app_analysis_gives_the_recorded_outcome(ctx, index):
     assert {k: predictions[k]["label"] for k in KEYS} == entry["predictions"]
     for key in ("adversarial", "causal", "counterfactual"):
         assert predictions[key]["correct"] == entry[f"{key}_correct"]
+    assert view.numbers["ood"]["flagged"] is False
     undefended = run_explore(ctx, None, str(EXAMPLE_DIR / entry["file"]), "standard", *args)
     assert undefended.numbers["predictions"]["adversarial"]["correct"] == entry["standard_adversarial_correct"]

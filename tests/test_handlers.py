@@ -37,7 +37,8 @@ def test_cached_answers_are_identical_to_fresh_ones(ctx):
     assert ctx.pool.cache.hits == hits + 1
     fresh, rows = Lab(ctx.default).comparison(prepare_image(example, 1, 28).tensor, ctx.example_label(example),
                                               network="adv", **explore_defaults(0.1))
-    assert again.numbers == first.numbers == fresh.to_json()
+    assert again.numbers == first.numbers
+    assert {k: v for k, v in again.numbers.items() if k != "ood"} == fresh.to_json()
     assert again.last["rows"] == rows
     other = h.run_explore(ctx, None, str(example), "adv", "pgd", 20, 10, 0, "none")
     assert other.numbers["settings"]["eps"] != first.numbers["settings"]["eps"], "other settings, other entry"
