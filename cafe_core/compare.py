@@ -97,7 +97,8 @@ def compare_defenses(defenses: DefenseSet, image: torch.Tensor, label: int, true
     rows = []
     for model, p_clean, p_adv in zip(defenses.models, clean, adv):
         c, a = int(p_clean.argmax()), int(p_adv.argmax())
-        rows.append(DefenseRow(model.label, defense_name(model.defense, model.mode), model.defense, model.mode.to_json(),
+        rows.append(DefenseRow(model.label, defense_name(model.defense, model.mode), model.defense,
+                               model.mode.to_json(),
                                c, float(p_clean[c]), a, float(p_adv[a]),
                                None if true_label is None else c == true_label,
                                None if true_label is None else a == true_label).__dict__)

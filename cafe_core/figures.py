@@ -52,7 +52,8 @@ def robustness_curves(result: dict) -> go.Figure:
     dashes = {"pgd": "solid", "autoattack": "dash"}
     for line in curve_series(result):
         fig.add_scatter(x=line.eps_255, y=line.accuracy, mode="lines+markers",
-                        name=f"{defense_name(line.defense, line.mode)}, {line.attack}", line=dict(dash=dashes[line.attack]))
+                        name=f"{defense_name(line.defense, line.mode)}, {line.attack}",
+                        line=dict(dash=dashes[line.attack]))
     fig.update_layout(xaxis=dict(title="eps (/255)"), yaxis=dict(title="robust accuracy %", range=[0, 100]),
                       height=380, margin=dict(l=50, r=10, t=30, b=40), title="Robust accuracy vs attack radius")
     return fig

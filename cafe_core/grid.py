@@ -62,7 +62,8 @@ class RobustnessGrid:
         self.settings = settings = settings or GridSettings()
         self.curve_eps = [round(float(e), 6) for e in (curve_eps or [m * eps for m in CURVE_MULTIPLIERS])]
         self.curve_radii = {a: [round(m * self.eps, 6) for m in settings.curve_multipliers[a]]
-                            if a in settings.curve_multipliers else list(self.curve_eps) for a in settings.curve_attacks}
+                            if a in settings.curve_multipliers else list(self.curve_eps)
+                            for a in settings.curve_attacks}
         for attack, radii in self.curve_radii.items():
             if not set(radii) <= set(self.curve_eps):
                 raise ValueError(f"curve radii of {attack} {radii} are not on the curves' eps axis {self.curve_eps}")
