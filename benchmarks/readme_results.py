@@ -1,23 +1,27 @@
-"""Regenerate the README "Results" section from benchmarks/results/*.md (never typed by hand).
+"""Regenerate docs/results.md and checkpoints/<set>/README.md from the result files (never typed by hand).
 
-    python benchmarks/readme_results.py          # rewrite README.md in place
-    python benchmarks/readme_results.py --check  # exit 1 if README.md is out of date
+    python benchmarks/readme_results.py          # rewrite docs/results.md and the checkpoint tables
+    python benchmarks/readme_results.py --check  # exit 1 if any of them is out of date
 
 Each results file is written by the command recorded in its JSON twin; this script only
-copies the markdown between the RESULTS markers, in the order of SECTIONS.
+copies the markdown between the RESULTS markers of docs/results.md, in the order of SECTIONS,
+so a number in the docs can always be traced to the file and command that produced it.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
+DOC = ROOT / "docs" / "results.md"
 BEGIN, END = "<!-- RESULTS:BEGIN -->", "<!-- RESULTS:END -->"
 
-# (title, results stem) in README order; missing files are skipped.
+# (title, results stem) in the order of docs/results.md; missing files are skipped, so a result
+# appears once its benchmark has written it.
 SECTIONS = [
     ("Robustness grid: five defenses, baseline vs CAFE vs the h = 0 control (Fashion-MNIST lite)",
      "robustness_fashion_lite"),
@@ -31,25 +35,34 @@ SECTIONS = [
     ("Training step cost on one H100 and time per stage of the CIFAR-10 ResNet-18 recipe",
      "gpu_throughput_cuda_NVIDIA_H100_80GB_HBM3"),
     ("Causal analysis of the AMR-GMM estimator (Fashion-MNIST lite, PGD)", "causal_fashion_lite"),
+    ("Feature inversion quality: app vs CLI settings, robust vs undefended network", "inversion_quality"),
+    ("Out-of-distribution detector", "ood_fashion_lite"),
     ("AMR-GMM step cost, lite backbone (CPU)", "amr_step_speed_lite_cpu"),
     ("AMR-GMM step cost, ResNet-18 at 32x32 (CPU, batch 16)", "amr_step_speed_resnet18_cpu"),
     ("Defense training step cost, lite backbone (CPU)", "defense_step_speed_lite_cpu"),
     ("App latency (full Explore analysis through the API)", "app_latency"),
     ("Load test (concurrent sessions)", "load"),
+    ("Classroom load test (30 students, one lesson)", "load_classroom"),
 ]
 CHECKPOINTS = ROOT / "checkpoints"
 
 
-def section(title: str, stem: str) -> str | None:
+def section(title: str, stem: str, doc_dir: Path = DOC.parent) -> str | None:
+    """One result as markdown; figure links are relative to ``doc_dir`` (the folder of the page)."""
     md, js = RESULTS / f"{stem}.md", RESULTS / f"{stem}.json"
     if not md.is_file() or not js.is_file():
         return None
     meta = json.loads(js.read_text())
-    parts = [f"### {title}", "", md.read_text().strip(), ""]
+    text = md.read_text().strip()
+    if text.startswith("# "):  # the file's own title; the section's title replaces it
+        text = text.split("\n", 1)[1].strip() if "\n" in text else ""
+    parts = [f"### {title}", "", text, ""]
     for suffix, alt in (("_fig3.png", "Fig. 3-style feature inversions"), ("_curves.png", "Robust accuracy vs eps")):
         figure = RESULTS / f"{stem}{suffix}"
         if figure.is_file():
-            parts += [f"![{alt}]({figure.relative_to(ROOT).as_posix()})", ""]
+            parts += [f"![{alt}]({Path(os.path.relpath(figure, doc_dir)).as_posix()})", ""]
+    if "\nCommand: `" in f"\n{text}":  # the file names its command and machine itself
+        return "\n".join(parts)
     parts += [f"Command: `{meta.get('command', '?')}`  "]
     if meta.get("figure_command"):
         parts += [f"Figure: `{meta['figure_command']}`  "]
@@ -60,9 +73,10 @@ def section(title: str, stem: str) -> str | None:
     return "\n".join(parts)
 
 
-def render(readme: str) -> str:
+def render(page: str) -> str:
+    """``page`` (the text of docs/results.md) with the part between the markers regenerated."""
     body = "\n".join(s for s in (section(t, stem) for t, stem in SECTIONS) if s)
-    head, rest = readme.split(BEGIN, 1)
+    head, rest = page.split(BEGIN, 1)
     _, tail = rest.split(END, 1)
     return f"{head}{BEGIN}\n{body}{END}{tail}"
 
@@ -100,7 +114,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true")
     args = parser.parse_args()
-    outputs = {ROOT / "README.md": render((ROOT / "README.md").read_text())}
+    outputs = {DOC: render(DOC.read_text())}
     for folder in sorted(p for p in CHECKPOINTS.iterdir() if p.is_dir() and any(p.glob("*.safetensors"))):
         outputs[folder / "README.md"] = checkpoint_table(folder)
     stale = [p for p, text in outputs.items() if not p.is_file() or p.read_text() != text]
