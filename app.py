@@ -47,8 +47,7 @@ def shown(fn):
 
 
 def build_app(checkpoints=None, queue_size: int = QUEUE_SIZE, warm_up: bool = True, workers: int | None = None) -> gr.Blocks:
-    """The Blocks app for ``checkpoints`` (and sibling sets); ``warm_up``: see ``handlers.start_up``.
-    The Blocks keeps its context as ``demo.context``, its pool as ``demo.analysis_pool`` (``.close()``)."""
+    """The app for ``checkpoints`` (and sibling sets): ``warm_up`` see handlers.start_up; ``demo.context``."""
     ctx = h.AppContext.create(checkpoints, WORKERS if workers is None else workers)
     first, lab = (h.start_up(ctx) if warm_up else None), ctx.first
     eps_255, names = default_eps_255(lab.adv.card["eps"]), list(lab.class_names)
@@ -103,7 +102,6 @@ def build_app(checkpoints=None, queue_size: int = QUEUE_SIZE, warm_up: bool = Tr
                     seen = gr.Image(label="model input", interactive=False, height=200)
                     steps_gallery = gr.Gallery(first.steps if first else None, label="what the model sees: each "
                                                "conversion step, before | after", columns=3, height="auto", format="png")
-                    ood_json = gr.JSON(label="out-of-distribution check")
         with gr.Tab("Robustness"):
             robustness_text, robustness_table = gr.Markdown(), gr.Dataframe(label="robust accuracy % [CI of the difference to the baseline]",
                                             interactive=False, wrap=True)
@@ -133,9 +131,7 @@ def build_app(checkpoints=None, queue_size: int = QUEUE_SIZE, warm_up: bool = Tr
                                         elem_id="lesson-gallery")
 
         def explore(*args):
-            v = h.run_explore(ctx, *args)
-            return (v.gallery, v.headline, v.probabilities, v.channels, v.summary, v.table, v.numbers, v.steps,
-                    v.last)
+            return h.run_explore(ctx, *args).outputs()
 
         def evaluate(set_name, model, attack_, eps_, steps_, n, progress=gr.Progress()):
             return h.evaluate_now(ctx, set_name, model, attack_, eps_, steps_, n,
@@ -145,8 +141,7 @@ def build_app(checkpoints=None, queue_size: int = QUEUE_SIZE, warm_up: bool = Tr
             return (h.describe(ctx, set_name), gr.update(choices=h.model_choices(ctx.lab(set_name)), value="adv"),
                     gr.update(choices=h.network_choices(ctx.lab(set_name)), value="adv"))
 
-        def bound(fn):  # a handler of cafe_core.handlers with this app's context
-            return shown(functools.partial(fn, ctx))
+        bound = lambda fn: shown(functools.partial(fn, ctx))  # noqa: E731  (a handler with this app's context)
 
         set_choice.change(shown(describe), set_choice, [set_info, model_choice, network], api_name="describe")
         explore_event = run.click(
@@ -158,7 +153,7 @@ def build_app(checkpoints=None, queue_size: int = QUEUE_SIZE, warm_up: bool = Tr
                               api_name="attributions")
         # preprocess=False: cafe_core.images decodes uploads itself, with clear messages for damaged files.
         classify_button.click(bound(h.classify_upload), [set_choice, model_choice, image, negate],
-                              [label, seen, notes, steps_gallery, ood_json], api_name="classify", preprocess=False)
+                              [label, seen, notes, steps_gallery, numbers], api_name="classify", preprocess=False)
         gr.on([demo.load, set_choice.change], bound(h.show_robustness), set_choice,
               [robustness_table, curves, robustness_text], api_name="robustness")
         eval_button.click(shown(evaluate), [set_choice, model_choice, eval_attack, eval_eps, eval_steps, eval_n],
@@ -172,7 +167,7 @@ def build_app(checkpoints=None, queue_size: int = QUEUE_SIZE, warm_up: bool = Tr
                             api_name="lesson")
         gr.api(functools.partial(h.cache_stats, ctx), api_name="cache_stats", queue=False)
     demo.queue(max_size=queue_size, default_concurrency_limit=CONCURRENCY)
-    demo.context, demo.analysis_pool = ctx, ctx.pool
+    demo.context, demo.analysis_pool = ctx, ctx.pool  # analysis_pool.close() stops the workers
     return demo
 
 

@@ -46,17 +46,15 @@ from typing import Any
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from benchmarks import ood_sets as S
+from cafe_core.checkpoints import hardware, library_versions
+from cafe_core.config import load_config
+from cafe_core.data import load_split
+from cafe_core.ood import load_ood
+from cafe_core.reporting import markdown_table
+from cafe_core.serialization import atomic_write_text
 
-from benchmarks import ood_sets as S  # noqa: E402
-from cafe_core.checkpoints import hardware, library_versions  # noqa: E402
-from cafe_core.config import load_config  # noqa: E402
-from cafe_core.data import load_split  # noqa: E402
-from cafe_core.ood import load_ood  # noqa: E402
-from cafe_core.reporting import markdown_table  # noqa: E402
-from cafe_core.serialization import atomic_write_text  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 UPLOAD, PLAIN, RAW = "upload", "upload, no preprocessing", "model input"
 

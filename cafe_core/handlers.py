@@ -10,7 +10,7 @@ import hashlib
 import os
 import tempfile
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -51,13 +51,17 @@ class ExploreView:
 
     gallery: list[tuple[Any, str]]
     headline: str
-    steps: list[tuple[Any, str]]
-    summary: str
-    table: dict[str, Any]
     probabilities: Any
     channels: Any
+    summary: str
+    table: dict[str, Any]
     numbers: dict[str, Any]
+    steps: list[tuple[Any, str]]
     last: dict[str, Any]
+
+    def outputs(self) -> tuple:
+        """The fields in order (the app's Explore outputs)."""
+        return tuple(getattr(self, f.name) for f in fields(self))
 
 
 @dataclass
@@ -196,9 +200,9 @@ def _view(lab: Lab, result, rows, prepared: PreparedImage | None = None) -> Expl
     headline = explore_headline(result, rows)
     notes = prepared.notes if prepared else ()
     return ExploreView(picture_files(gallery_items(result)), f"{warning}  \n{headline}" if warning else headline,
-                       step_pictures(prepared) if prepared else [], explore_summary(result, notes),
-                       {"headers": TABLE_HEADERS, "data": defense_table(rows, lab.class_names)},
-                       probability_bars(result), channel_bars(result), numbers,
+                       probability_bars(result), channel_bars(result), explore_summary(result, notes),
+                       {"headers": TABLE_HEADERS, "data": defense_table(rows, lab.class_names)}, numbers,
+                       step_pictures(prepared) if prepared else [],
                        {"result": result, "rows": rows, "folder": str(lab.folder)})
 
 
@@ -297,9 +301,9 @@ def run_attributions(ctx: AppContext, set_name: str | None, model_name: str | No
 
 
 def classify_upload(ctx: AppContext, set_name: str | None, model_name: str | None, image: Any,
-                    auto_negate: bool = True) -> tuple[dict[str, float], Any, str, list, dict | None]:
+                    auto_negate: bool = True) -> tuple[dict[str, float], Any, str, list, dict]:
     """Class probabilities of one network, the model input, the conversion steps (text and
-    before/after pictures) with the out-of-distribution warning, and the OOD check itself."""
+    before/after pictures) with the out-of-distribution warning, and ``{"ood": check}``."""
     lab = ctx.lab(set_name)
     prepared, _ = ctx.prepared(image, lab, auto_negate)
     try:
@@ -311,7 +315,7 @@ def classify_upload(ctx: AppContext, set_name: str | None, model_name: str | Non
     warning = ood_warning(ood, lab.class_names)
     notes = preprocessing_notes(prepared.steps, prepared.notes)
     return (result.probabilities, prepared.preview, f"{warning}\n\n{notes}" if warning else notes,
-            step_pictures(prepared), ood)
+            step_pictures(prepared), {"ood": ood})
 
 
 def show_robustness(ctx: AppContext, set_name: str | None) -> tuple[dict[str, Any], Any, str]:

@@ -50,8 +50,9 @@ def ood_warning(ood: dict[str, Any] | None, class_names: Sequence[str]) -> str:
 
 def preprocessing_notes(steps: Sequence[Any], notes: Sequence[str]) -> str:
     """"What the model sees": each conversion step, in order, in plain words."""
-    lines = [f"{i}. {step.description}" for i, step in enumerate(steps, 1)] or [f"- {n}" for n in notes]
-    return "**What the model sees**\n" + ("\n".join(lines) if lines else "- used as is")
+    lines = [f"{i}. {step.description}" for i, step in enumerate(steps, 1)]
+    text = "**What the model sees**\n" + ("\n".join(lines) if lines else "- used as is")
+    return text + (f"\n\nNotes: {'; '.join(notes)}." if notes else "")
 
 
 def gallery_items(result: ExploreResult) -> list[tuple[Any, str]]:
