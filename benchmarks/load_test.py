@@ -68,7 +68,8 @@ UPLOAD_EVERY = 5           # sessions 0, UPLOAD_EVERY, 2 * UPLOAD_EVERY, ... upl
 #: /explore's API inputs in order: app.py's ``run.click`` inputs, i.e. the parameters of
 #: cafe_core.handlers.run_explore after ``ctx``, less ``trained`` (a gr.State, which the API leaves
 #: out and gradio_client fills with None).
-EXPLORE_INPUTS = ("set_name", "image", "network", "attack", "eps_255", "steps", "seed", "target", "use_trained")
+EXPLORE_INPUTS = ("set_name", "image", "network", "attack", "eps_255", "steps", "seed", "target", "use_trained",
+                  "auto_negate")
 TARGETS = {"explore": {"errors": 0, "p95_s": 15, "max_rss_mb": 3072},
            "classroom": {"errors": 0, "p95_s": 3.0, "max_rss_mb": 3072}}
 
@@ -262,8 +263,9 @@ def explore_plan(index: int, examples: Sequence[Path], default_eps: int, request
 
 
 def explore_args(set_name: str, image: Any, eps_255: int, seed: int, steps: int = DEFAULT_STEPS) -> tuple:
-    """/explore's inputs (EXPLORE_INPUTS): the robust network, PGD, no target, the set's own h/g."""
-    return set_name, image, "adv", "pgd", eps_255, steps, seed, "none", False
+    """/explore's inputs (EXPLORE_INPUTS): the robust network, PGD, no target, the set's own h/g,
+    light backgrounds negated (the app's default)."""
+    return set_name, image, "adv", "pgd", eps_255, steps, seed, "none", False, True
 
 
 def request_key(step: Step, steps: int, lesson_image: Path, default_eps: int) -> str:

@@ -19,16 +19,17 @@ from cafe_core.settings import DEFAULT_SEED, DEFAULT_STEPS
 
 
 def test_explore_inputs_are_run_explores_parameters():
-    # app.py passes /explore's inputs straight to run_explore(ctx, *inputs, trained) (trained: a gr.State,
-    # which the API leaves out); the benchmark must send them in that order.
+    # app.py passes /explore's inputs straight to run_explore(ctx, *inputs) with ``trained`` a gr.State,
+    # which the API leaves out; the benchmark must send the others in that order.
     params = list(inspect.signature(run_explore).parameters)
-    assert params[0] == "ctx" and params[-1] == "trained"
-    assert tuple(params[1:-1]) == lt.EXPLORE_INPUTS
+    assert params[0] == "ctx" and "trained" in params
+    assert tuple(p for p in params[1:] if p != "trained") == lt.EXPLORE_INPUTS
     args = lt.explore_args("fashion_lite", "img.png", 26, 7)
     assert len(args) == len(lt.EXPLORE_INPUTS)
     named = dict(zip(lt.EXPLORE_INPUTS, args))
     assert named["network"] == "adv" and named["eps_255"] == 26 and named["seed"] == 7
     assert named["steps"] == DEFAULT_STEPS and named["target"] == "none" and named["use_trained"] is False
+    assert named["auto_negate"] is True
 
 
 def test_gallery_in_manifest_order_and_lesson_example_is_in_it():
