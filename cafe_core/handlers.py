@@ -75,6 +75,7 @@ class AppContext:
     sets: dict[str, Path] = field(default_factory=dict)
     upload_roots: list[Path] = field(default_factory=list)
     example_labels: dict[str, int] = field(default_factory=dict)  # sha256 of a gallery file -> class
+    manifest: dict[str, Any] | None = None  # the gallery's manifest.json, read once at start-up
 
     @classmethod
     def create(cls, checkpoints: str | Path | None = None, workers: int = 2,
@@ -85,7 +86,7 @@ class AppContext:
             examples = [example_dir / e["file"] for e in manifest["examples"] if (example_dir / e["file"]).is_file()]
         else:
             examples = sorted(example_dir.glob("*.png"))
-        ctx = cls(default, AnalysisPool(workers), examples, upload_roots=[example_dir.resolve()])
+        ctx = cls(default, AnalysisPool(workers), examples, upload_roots=[example_dir.resolve()], manifest=manifest)
         ctx.labs[str(default)] = Lab(default)
         ctx.sets = {p.name: p for p in checkpoint_sets(extra=default)}
         ctx.example_labels = {hashlib.sha256(p.read_bytes()).hexdigest(): int(p.name.split("_", 1)[0])
@@ -350,8 +351,7 @@ def lesson_example(ctx: AppContext) -> Path:
     the Causal prediction is right and the Counterfactual is wrong (by the manifest)."""
     if not ctx.examples:
         raise UserError("The example gallery is missing (assets/examples).")
-    manifest = read_manifest(ctx.examples[0].parent) or {"examples": []}
-    for entry in manifest["examples"]:
+    for entry in (ctx.manifest or {"examples": []})["examples"]:
         if (not entry["adversarial_correct"] and entry["causal_correct"] and not entry["counterfactual_correct"]
                 and (ctx.examples[0].parent / entry["file"]).is_file()):
             return ctx.examples[0].parent / entry["file"]
