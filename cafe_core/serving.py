@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from .explore import ExploreResult
+from .serialization import sha256_file
 
 _LABS: dict[str, Any] = {}  # per worker process: folder -> Lab
 
@@ -168,11 +169,9 @@ class AnalysisPool:
         args = (str(folder), image, true_label, str(bundle_path) if bundle_path else None, settings)
         key = None
         if self.cache is not None:
-            if str(folder) not in self._fingerprints:
-                self._fingerprints[str(folder)] = checkpoint_fingerprint(folder)
-            fingerprint = self._fingerprints[str(folder)]
-            if bundle_path:
-                fingerprint += hashlib.sha256(Path(bundle_path).read_bytes()).hexdigest()
+            fingerprint = self._fingerprint(str(folder), checkpoint_fingerprint)
+            if bundle_path:  # a trained h/g file is written once, so its hash is computed once
+                fingerprint += self._fingerprint(str(bundle_path), sha256_file)
             key = ResultCache.key(image, {**settings, "true_label": true_label}, fingerprint)
             cached = self.cache.get(key)
             if cached is not None:
@@ -181,6 +180,11 @@ class AnalysisPool:
         if key is not None:
             self.cache.put(key, answer)
         return answer
+
+    def _fingerprint(self, path: str, digest) -> str:
+        if path not in self._fingerprints:
+            self._fingerprints[path] = digest(path)
+        return self._fingerprints[path]
 
     def _compute(self, args: tuple) -> tuple[ExploreResult, list[dict[str, Any]]]:
         if self._executor is None:
