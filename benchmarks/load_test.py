@@ -52,6 +52,7 @@ import httpx
 
 from benchmarks.app_latency import fetch_outputs, free_port, percentile, wait_until_up
 from cafe_core.checkpoints import hardware, library_versions, read_card
+from cafe_core.gallery import lesson_example as gallery_lesson_example
 from cafe_core.gallery import read_manifest
 from cafe_core.lesson import LESSON_TITLES
 from cafe_core.predict import checkpoint_dir
@@ -205,13 +206,12 @@ def gallery_examples(folder: Path = EXAMPLE_DIR) -> list[Path]:
     return sorted(folder.glob("*.png"))
 
 
-def lesson_example(examples: Sequence[Path]) -> Path:
-    """The lesson's image, by cafe_core.handlers.lesson_example's rule (it reads only ``examples``)."""
-    from types import SimpleNamespace
-
-    from cafe_core.handlers import lesson_example as rule
-
-    return rule(SimpleNamespace(examples=list(examples)))
+def lesson_example(examples: Sequence[Path], folder: Path = EXAMPLE_DIR) -> Path:
+    """The lesson's image, by the app's rule (cafe_core.gallery.lesson_example) on ``folder``'s manifest."""
+    example = gallery_lesson_example(list(examples), read_manifest(folder))
+    if example is None:
+        raise ValueError("The example gallery is empty.")
+    return example
 
 
 def make_upload(source: Path, rng: random.Random, out_dir: Path, name: str) -> Path:

@@ -138,6 +138,19 @@ def read_manifest(folder: str | Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def lesson_example(examples: list[Path], manifest: dict[str, Any] | None) -> Path | None:
+    """The lesson's image: the first example whose manifest entry says the attack fools the robust
+    network, the Causal prediction is right and the Counterfactual is wrong; else the first example."""
+    if not examples:
+        return None
+    folder = examples[0].parent
+    for item in (manifest or {"examples": []})["examples"]:
+        if (not item["adversarial_correct"] and item["causal_correct"] and not item["counterfactual_correct"]
+                and (folder / item["file"]).is_file()):
+            return folder / item["file"]
+    return examples[0]
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m cafe_core.gallery``: pick the gallery from the test set and write it."""
     import argparse

@@ -19,6 +19,7 @@ from PIL import Image
 
 from .checkpoints import CheckpointError
 from .figures import channel_bars, probability_bars, robustness_curves, training_curves
+from .gallery import lesson_example as gallery_lesson_example
 from .gallery import read_manifest
 from .images import ImageInputError, PreparedImage
 from .lab import MAX_EVAL_IMAGES, Lab, checkpoint_sets, robustness_rows
@@ -347,15 +348,11 @@ def evaluate_now(ctx: AppContext, set_name: str | None, model_name: str | None, 
 
 
 def lesson_example(ctx: AppContext) -> Path:
-    """The lesson's image: the first gallery example where the attack fools the robust network,
-    the Causal prediction is right and the Counterfactual is wrong (by the manifest)."""
-    if not ctx.examples:
+    """The lesson's image, by the manifest (cafe_core.gallery.lesson_example)."""
+    example = gallery_lesson_example(ctx.examples, ctx.manifest)
+    if example is None:
         raise UserError("The example gallery is missing (assets/examples).")
-    for entry in (ctx.manifest or {"examples": []})["examples"]:
-        if (not entry["adversarial_correct"] and entry["causal_correct"] and not entry["counterfactual_correct"]
-                and (ctx.examples[0].parent / entry["file"]).is_file()):
-            return ctx.examples[0].parent / entry["file"]
-    return ctx.examples[0]
+    return example
 
 
 def show_lesson(ctx: AppContext, step: str, set_name: str | None) -> tuple[str, list[tuple[Any, str]]]:
