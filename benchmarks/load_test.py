@@ -1,10 +1,10 @@
 """Load test: many concurrent visitors of a locally launched app, through its public API.
 
 Starts ``python app.py`` on 127.0.0.1 (a free port) in a subprocess, waits until it answers and
-its start-up gallery analyses (the cache prefill) are done, then runs C gradio_client sessions
-(threads of this process) at once. Every request's time runs from the upload of its image until
-every file of the answer has been fetched over one kept-alive connection, as a browser does
-(see app_latency.py for why not gradio_client's own per-file download).
+its start-up gallery analyses (the cache prefill) are done, then runs C visitor sessions
+(threads of this process, each a benchmarks/gradio_http.GradioHTTP client: one kept-alive
+connection, the same HTTP requests a browser sends) at once. Every request's time runs from the
+upload of its image until every file of the answer has been fetched, as a browser shows it.
 
 Two scenarios:
 
@@ -50,7 +50,8 @@ from typing import Any, Sequence
 
 import httpx
 
-from benchmarks.app_latency import fetch_outputs, free_port, percentile, wait_until_up
+from benchmarks.app_latency import free_port, percentile, wait_until_up
+from benchmarks.gradio_http import GradioCallError, GradioHTTP
 from cafe_core.checkpoints import hardware, library_versions, read_card
 from cafe_core.gallery import lesson_example as gallery_lesson_example
 from cafe_core.gallery import read_manifest
@@ -68,7 +69,7 @@ GALLERY_PER_CLIENT = 3
 UPLOAD_EVERY = 5           # sessions 0, UPLOAD_EVERY, 2 * UPLOAD_EVERY, ... upload their own image
 #: /explore's API inputs in order: app.py's ``run.click`` inputs, i.e. the parameters of
 #: cafe_core.handlers.run_explore after ``ctx``, less ``trained`` (a gr.State, which the API leaves
-#: out and gradio_client fills with None).
+#: out and the server fills with None).
 EXPLORE_INPUTS = ("set_name", "image", "network", "attack", "eps_255", "steps", "seed", "target", "use_trained",
                   "auto_negate")
 TARGETS = {"explore": {"errors": 0, "p95_s": 15, "max_rss_mb": 3072},
@@ -314,11 +315,11 @@ class Run:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-def cache_stats(client) -> dict[str, int] | None:
+def cache_stats(client: GradioHTTP) -> dict[str, int] | None:
     """The app's result-cache counters from /cache_stats, None if the app has no such endpoint."""
     try:
-        stats = client.predict(api_name="/cache_stats")
-    except Exception:  # an app without the endpoint (gradio_client raises ValueError or an HTTP error)
+        (stats,) = client.call("cache_stats")
+    except (httpx.HTTPError, GradioCallError, ValueError):  # an app without the endpoint
         return None
     return stats if isinstance(stats, dict) and "hits" in stats else None
 
@@ -347,11 +348,8 @@ def wait_for_prefill(client, pid: int, n_examples: int, timeout: float, settle: 
     return {"how": how, "waited_s": round(time.perf_counter() - started, 1)}
 
 
-def visit(index: int, client, url: str, plan: Sequence[Step], set_name: str, steps: int, lesson_image: Path,
+def visit(index: int, client: GradioHTTP, plan: Sequence[Step], set_name: str, steps: int, lesson_image: Path,
           default_eps: int, run: Run, start_gate: threading.Event, deadline: float, think_s: float) -> None:
-    import gradio_client
-
-    http = httpx.Client(timeout=180)
     rng = random.Random(f"think-{index}")
     start_gate.wait()
     for step in plan:
@@ -361,12 +359,12 @@ def visit(index: int, client, url: str, plan: Sequence[Step], set_name: str, ste
         stage = "predict"
         try:
             if step.kind == "lesson":
-                out = client.predict(step.title, set_name, api_name="/lesson")
+                out = client.call("lesson", step.title, set_name)
             else:
-                out = client.predict(*explore_args(set_name, gradio_client.handle_file(str(step.image)), step.eps_255,
-                                                   step.seed, steps), api_name="/explore")
+                out = client.call("explore", *explore_args(set_name, client.upload(step.image), step.eps_255,
+                                                           step.seed, steps))
             stage = "fetch"  # the answer's image files, as a browser shows them
-            fetch_outputs(http, out, url)
+            client.fetch_files(out)
             record.seconds = time.perf_counter() - record.start
         except Exception as err:  # counted, not raised: the test reports errors
             record.error = f"{stage}: {type(err).__name__}: {err}"[:200]
@@ -421,8 +419,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default=None,
                         help="default: benchmarks/results/load.json (explore), load_classroom.json (classroom)")
     args = parser.parse_args(argv)
-    import gradio_client
-
     classroom = args.scenario == "classroom"
     clients = args.clients or (30 if classroom else 20)
     out = Path(args.out or RESULTS / ("load_classroom.json" if classroom else "load.json"))
@@ -456,15 +452,15 @@ def main(argv: list[str] | None = None) -> None:
     try:
         url = f"http://127.0.0.1:{port}/"
         startup = wait_until_up(url, process, 300)
-        probe = gradio_client.Client(url, verbose=False, download_files=False)
+        probe = GradioHTTP(url)
         prefill = wait_for_prefill(probe, process.pid, len(examples), 300, args.settle_s)
         stats_before = cache_stats(probe)
         rss_at_start = snapshot_rss(process.pid)
-        sessions = [gradio_client.Client(url, verbose=False, download_files=False) for _ in range(clients)]
+        sessions = [GradioHTTP(url) for _ in range(clients)]
         gate = threading.Event()
         deadline = time.perf_counter() + args.max_seconds
         threads = [threading.Thread(target=visit, daemon=True,
-                                    args=(i, sessions[i], url, plans[i], set_name, args.steps, lesson_image,
+                                    args=(i, sessions[i], plans[i], set_name, args.steps, lesson_image,
                                           default_eps, run, gate, deadline, args.think_s)) for i in range(clients)]
         for t in threads:
             t.start()
@@ -533,8 +529,8 @@ def main(argv: list[str] | None = None) -> None:
                                    None if r.seconds is None else round(r.seconds, 3)] for r in records]}, "server_stderr_tail": stderr_tail if errors else "",
         "steps": args.steps, "default_eps_255": default_eps, "attack": f"pgd-{args.steps}", "network": "adv",
         "checkpoint_set": set_name, "think_s": args.think_s, "targets": TARGETS[args.scenario],
-        "hardware": hardware(), "cpu_count": os.cpu_count(), "versions": {**library_versions(),
-                                                                         "gradio_client": gradio_client.__version__},
+        "hardware": hardware(), "cpu_count": os.cpu_count(), "versions": library_versions(),
+        "client": "benchmarks/gradio_http.py (raw HTTP: upload, /gradio_api/call, SSE, one GET per picture)",
         "command": " ".join(["python", "benchmarks/load_test.py", *(argv if argv is not None else sys.argv[1:])]),
     }
     if classroom:

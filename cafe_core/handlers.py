@@ -28,7 +28,7 @@ from .live_training import check_budget, train_amr_live
 from .names import network_name
 from .predict import LoadedModel, checkpoint_dir, classify
 from .report import build_report, report_png, write_report
-from .robustness import claim_check
+from .statistics import claim_check
 from .serialization import atomic_write
 from .serving import AnalysisPool, WorkerStopped
 from .settings import (MAX_EPS_255, MAX_STEPS, UserError, checked_attack, checked_number, explore_defaults,

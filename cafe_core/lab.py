@@ -171,7 +171,8 @@ class Lab:
 
 def robustness_rows(result: dict[str, Any]) -> tuple[list[str], list[list]]:
     """(headers, rows) of a robustness JSON for a table widget: accuracies in %, CI in points."""
-    from .robustness import COLUMNS, table_cells
+    from .grid_markdown import table_cells
+    from .grid_settings import COLUMNS
 
     headers = ["defense", "CAFE", *COLUMNS, "worst", "masking flags"]
     return headers, table_cells(result, ("baseline", "CAFE"))

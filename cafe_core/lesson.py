@@ -6,7 +6,7 @@ from typing import Any, Sequence
 
 from .explore import ExploreResult
 from .names import NETWORK_NAMES
-from .robustness import claim_check
+from .statistics import claim_check
 from .texts import claim_sentence, control_sentence, mark
 
 GLOSSARY = [

@@ -21,7 +21,7 @@ def checkpoint_set(toy_model, fashion, tmp_path_factory):
     from cafe_core.models.estimator import create_estimator
     from cafe_core.stages import parent_record
 
-    from cafe_core.robustness import evaluate_grid
+    from cafe_core.grid import evaluate_grid
 
     from .conftest import make_lite
 

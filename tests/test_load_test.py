@@ -131,7 +131,7 @@ def test_cache_stats_reads_an_annotated_endpoint_and_tolerates_none():
     # The app's /cache_stats must declare its output (a return annotation): gr.api(lambda: ...) has
     # no output component and answers (), which the benchmark reads as "no stats".
     gr = pytest.importorskip("gradio")
-    gradio_client = pytest.importorskip("gradio_client")
+    from benchmarks.gradio_http import GradioHTTP
 
     def stats() -> dict:
         return {"hits": 3, "misses": 1, "entries": 1}
@@ -141,14 +141,15 @@ def test_cache_stats_reads_an_annotated_endpoint_and_tolerates_none():
         gr.api(stats, api_name="cache_stats", queue=False)
     _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, server_name="127.0.0.1", server_port=None)
     try:
-        client = gradio_client.Client(url, verbose=False, download_files=False)
-        assert lt.cache_stats(client) == {"hits": 3, "misses": 1, "entries": 1}
+        with GradioHTTP(url) as client:
+            assert lt.cache_stats(client) == {"hits": 3, "misses": 1, "entries": 1}
     finally:
         demo.close()
     with gr.Blocks() as bare:
         gr.Markdown("no stats")
     _, url, _ = bare.launch(prevent_thread_lock=True, quiet=True, server_name="127.0.0.1", server_port=None)
     try:
-        assert lt.cache_stats(gradio_client.Client(url, verbose=False, download_files=False)) is None
+        with GradioHTTP(url) as client:
+            assert lt.cache_stats(client) is None
     finally:
         bare.close()
