@@ -1,4 +1,4 @@
-"""CAFE Lab web app (Gradio): layout and wiring only; every handler is in cafe_core.handlers.
+"""CAFE Lab web app (Gradio): layout and wiring only; every handler is in cafe_core.serving.handlers.
 
 Run: ``python app.py [--checkpoints DIR] [--host 127.0.0.1] [--port 7860] [--share] [--workers N]``.
 """
@@ -14,14 +14,14 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # works offline, in 
 
 import gradio as gr  # noqa: E402
 
-from cafe_core import handlers as h, texts  # noqa: E402
-from cafe_core.checkpoints import CheckpointError  # noqa: E402
-from cafe_core.figures import causal_graph, training_curves  # noqa: E402
-from cafe_core.images import MAX_FILE_BYTES  # noqa: E402
-from cafe_core.lesson import LESSON_TITLES, glossary_markdown  # noqa: E402
-from cafe_core.live_training import MAX_EPOCHS, MAX_IMAGES  # noqa: E402
-from cafe_core.settings import (ATTACK_CHOICES, CONCURRENCY, DEFAULT_STEPS, MAX_EPS_255, MAX_STEPS,  # noqa: E402
-                                QUEUE_SIZE, TORCH_THREADS, WORKERS, UserError, default_eps_255)
+from cafe_core.data.images import MAX_FILE_BYTES  # noqa: E402
+from cafe_core.io.checkpoints import CheckpointError  # noqa: E402
+from cafe_core.serving import handlers as h, texts  # noqa: E402
+from cafe_core.serving.figures import causal_graph, training_curves  # noqa: E402
+from cafe_core.serving.lesson import LESSON_TITLES, glossary_markdown  # noqa: E402
+from cafe_core.serving.settings import (ATTACK_CHOICES, CONCURRENCY, DEFAULT_STEPS, MAX_EPS_255,  # noqa: E402
+                                        MAX_STEPS, QUEUE_SIZE, TORCH_THREADS, WORKERS, UserError, default_eps_255)
+from cafe_core.training.live_training import MAX_EPOCHS, MAX_IMAGES  # noqa: E402
 
 CSS = (Path(__file__).resolve().parent / "assets" / "app.css").read_text()
 
@@ -151,7 +151,7 @@ def build_app(checkpoints=None, queue_size: int = QUEUE_SIZE, warm_up: bool = Tr
         explore_event.success(shown(h.make_report), last, report_files, api_name="report")
         explore_event.success(bound(h.run_attributions), [set_choice, model_choice, last], attributions,
                               api_name="attributions")
-        # preprocess=False: cafe_core.images decodes uploads itself, with clear messages for damaged files.
+        # preprocess=False: cafe_core.data.images decodes uploads itself, with clear messages for damaged files.
         classify_button.click(bound(h.classify_upload), [set_choice, model_choice, image, negate],
                               [label, seen, notes, steps_gallery, numbers], api_name="classify", preprocess=False)
         gr.on([demo.load, set_choice.change], bound(h.show_robustness), set_choice,

@@ -29,13 +29,13 @@ from typing import Any
 
 import httpx
 
-from cafe_core.explain import APP_INVERSION
-from cafe_core.handlers import EXAMPLE_DIR
-from cafe_core.checkpoints import hardware, library_versions, read_card
-from cafe_core.predict import checkpoint_dir
-from cafe_core.provenance import repo_relative
-from cafe_core.reporting import markdown_table
-from cafe_core.serialization import atomic_write_text
+from cafe_core.causal.feature_inversion import APP_INVERSION
+from cafe_core.serving.handlers import EXAMPLE_DIR
+from cafe_core.io.checkpoints import hardware, library_versions, read_card
+from cafe_core.serving.predict import checkpoint_dir
+from cafe_core.io.provenance import repo_relative
+from cafe_core.io.reporting import markdown_table
+from cafe_core.io.serialization import atomic_write_text
 
 ROOT = Path(__file__).resolve().parent.parent
 

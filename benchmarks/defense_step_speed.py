@@ -16,17 +16,17 @@ from pathlib import Path
 
 import torch
 
-from cafe_core.cafe_mode import CafeMode
-from cafe_core.config import load_config, stage_config
-from cafe_core.defense_stage import DefenseStage
+from cafe_core.defenses.cafe_mode import CafeMode
+from cafe_core.io.config import load_config, stage_config
+from cafe_core.training.defense_stage import DefenseStage
 from cafe_core.defenses import DEFENSES
-from cafe_core.grid_rows import GridRow, grid_rows
+from cafe_core.evaluation.grid_rows import GridRow, grid_rows
 from cafe_core.models import create_model
 from cafe_core.models.estimator import create_estimator
-from cafe_core.provenance import provenance
-from cafe_core.reporting import markdown_table
-from cafe_core.serialization import atomic_write_text
-from cafe_core.train import Precision, Runtime, pick_device
+from cafe_core.io.provenance import provenance
+from cafe_core.io.reporting import markdown_table
+from cafe_core.io.serialization import atomic_write_text
+from cafe_core.training.trainer import Precision, Runtime, pick_device
 
 
 def defense_stage(cfg: dict, defense: str, cafe: CafeMode | str | None, channels: int, device: torch.device,

@@ -1,4 +1,4 @@
-"""Standard AutoAttack with Square's queries eager vs through the compiled copy (cafe_core.inference).
+"""Standard AutoAttack with Square's queries eager vs through the compiled copy (cafe_core.attacks.inference).
 
 Runs the grid's AutoAttack (same steps, batch size and per-batch seeding as
 ``evaluate --grid``) twice on the first N test images of one checkpoint: once with every
@@ -20,14 +20,14 @@ from pathlib import Path
 
 import torch
 
-from cafe_core.checkpoints import load_backbone
-from cafe_core.config import load_config
-from cafe_core.data import load_split
-from cafe_core.evaluate import evaluate_attacks
-from cafe_core.grid_settings import DEFAULT_STEPS
-from cafe_core.provenance import provenance
-from cafe_core.reporting import markdown_table
-from cafe_core.serialization import atomic_write_text
+from cafe_core.io.checkpoints import load_backbone
+from cafe_core.io.config import load_config
+from cafe_core.data.datasets import load_split
+from cafe_core.evaluation.evaluate import evaluate_attacks
+from cafe_core.evaluation.grid_settings import DEFAULT_STEPS
+from cafe_core.io.provenance import provenance
+from cafe_core.io.reporting import markdown_table
+from cafe_core.io.serialization import atomic_write_text
 
 ROOT = Path(__file__).resolve().parent.parent
 

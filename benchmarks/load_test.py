@@ -14,7 +14,7 @@ each with its own seed, so every request is computed (nothing is answered from t
 
 ``--scenario classroom`` (benchmarks/results/load_classroom.json): a lesson replayed by a class.
 Each session walks the five Learn steps (``/lesson``), explores three gallery images (a seeded
-choice per session) at the app's default settings (``cafe_core.settings.explore_defaults``), and
+choice per session) at the app's default settings (``cafe_core.serving.settings.explore_defaults``), and
 one session in five (sessions 0, 5, 10, ...) then uploads its own image (a gallery image
 rotated, rescaled, shifted and noised on the fly, seeded, so its content is new) with its own eps.
 
@@ -52,14 +52,14 @@ import httpx
 
 from benchmarks.app_latency import free_port, percentile, wait_until_up
 from benchmarks.gradio_http import GradioCallError, GradioHTTP
-from cafe_core.checkpoints import hardware, library_versions, read_card
-from cafe_core.gallery import lesson_example as gallery_lesson_example
-from cafe_core.gallery import read_manifest
-from cafe_core.lesson import LESSON_TITLES
-from cafe_core.predict import checkpoint_dir
-from cafe_core.reporting import markdown_table
-from cafe_core.serialization import atomic_write_text
-from cafe_core.settings import DEFAULT_SEED, DEFAULT_STEPS, default_eps_255
+from cafe_core.io.checkpoints import hardware, library_versions, read_card
+from cafe_core.serving.gallery import lesson_example as gallery_lesson_example
+from cafe_core.serving.gallery import read_manifest
+from cafe_core.serving.lesson import LESSON_TITLES
+from cafe_core.serving.predict import checkpoint_dir
+from cafe_core.io.reporting import markdown_table
+from cafe_core.io.serialization import atomic_write_text
+from cafe_core.serving.settings import DEFAULT_SEED, DEFAULT_STEPS, default_eps_255
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_DIR = ROOT / "assets" / "examples"
@@ -68,7 +68,7 @@ SAMPLE_EVERY_S = 0.2
 GALLERY_PER_CLIENT = 3
 UPLOAD_EVERY = 5           # sessions 0, UPLOAD_EVERY, 2 * UPLOAD_EVERY, ... upload their own image
 #: /explore's API inputs in order: app.py's ``run.click`` inputs, i.e. the parameters of
-#: cafe_core.handlers.run_explore after ``ctx``, less ``trained`` (a gr.State, which the API leaves
+#: cafe_core.serving.handlers.run_explore after ``ctx``, less ``trained`` (a gr.State, which the API leaves
 #: out and the server fills with None).
 EXPLORE_INPUTS = ("set_name", "image", "network", "attack", "eps_255", "steps", "seed", "target", "use_trained",
                   "auto_negate")
@@ -208,7 +208,7 @@ def gallery_examples(folder: Path = EXAMPLE_DIR) -> list[Path]:
 
 
 def lesson_example(examples: Sequence[Path], folder: Path = EXAMPLE_DIR) -> Path:
-    """The lesson's image, by the app's rule (cafe_core.gallery.lesson_example) on ``folder``'s manifest."""
+    """The lesson's image, by the app's rule (cafe_core.serving.gallery.lesson_example) on ``folder``'s manifest."""
     example = gallery_lesson_example(list(examples), read_manifest(folder))
     if example is None:
         raise ValueError("The example gallery is empty.")

@@ -31,7 +31,7 @@ the photos (0.85) and noise (0.86); PCA residuals (ViM-like) 0.89-0.91; energy 0
 covariances (the class-conditional Gaussian's likelihood, shrunk 10% to the shared covariance)
 catch the shrunk set (0.97) but fall to 0.94 on photos; the sum of the two scores, each
 standardised with the validation median and 95th percentile, clears 0.95 on every set. That sum
-is the shipped score (cafe_core/ood.py); ``auroc_tied`` below is the plain shared-covariance
+is the shipped score (cafe_core/evaluation/ood.py); ``auroc_tied`` below is the plain shared-covariance
 Mahalanobis distance alone, for comparison.
 """
 from __future__ import annotations
@@ -47,12 +47,12 @@ import numpy as np
 import torch
 
 from benchmarks import ood_sets as S
-from cafe_core.checkpoints import hardware, library_versions
-from cafe_core.config import load_config
-from cafe_core.data import load_split
-from cafe_core.ood import load_ood
-from cafe_core.reporting import markdown_table
-from cafe_core.serialization import atomic_write_text
+from cafe_core.io.checkpoints import hardware, library_versions
+from cafe_core.io.config import load_config
+from cafe_core.data.datasets import load_split
+from cafe_core.evaluation.ood import load_ood
+from cafe_core.io.reporting import markdown_table
+from cafe_core.io.serialization import atomic_write_text
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
                      "flag_rate": float(np.mean(ood > detector.threshold)), "auroc": round(auroc(in_scores, ood), 4),
                      "auroc_tied": round(auroc(in_tied, tied), 4),
                      "flag_rate_tied": float(np.mean(tied > tied_threshold))})
-    from cafe_core.images import prepare_image
+    from cafe_core.data.images import prepare_image
 
     gallery = []
     for path in sorted((ROOT / "assets" / "examples").glob("*.png")):

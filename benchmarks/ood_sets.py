@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from cafe_core.images import prepare_image
+from cafe_core.data.images import prepare_image
 
 FONT_DIRS = (Path("/usr/share/fonts/truetype/dejavu"), Path("/usr/share/fonts/truetype/liberation"))
 PHOTOS = ("astronaut", "camera", "coffee", "rocket", "coins", "moon", "page", "text", "brick", "grass",

@@ -43,6 +43,7 @@ SECTIONS = [
     ("App latency (full Explore analysis through the API)", "app_latency"),
     ("Load test (concurrent sessions)", "load"),
     ("Classroom load test (30 students, one lesson)", "load_classroom"),
+    ("Memory of one analysis worker: spawned the app's way vs re-running app.py", "worker_memory"),
 ]
 CHECKPOINTS = ROOT / "checkpoints"
 
@@ -101,7 +102,7 @@ def checkpoint_table(folder: Path) -> str:
                      card["sha256"][:12], Path(card["parent"]["path"]).name if card.get("parent") else "-"])
     header = ["file", "stage", "epoch", "val clean %", "val robust % (AMR: causal %)", "train s", "MB", "sha256",
               "parent"]
-    from cafe_core.reporting import markdown_table
+    from cafe_core.io.reporting import markdown_table
 
     total = sum(p.stat().st_size for p in folder.glob("*.safetensors")) / 2**20
     return (f"# Checkpoints: {folder.name}\n\nGenerated from the cards by `python benchmarks/readme_results.py`; "

@@ -9,7 +9,7 @@ import torch
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # tests never phone home
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from cafe_core.data import DEBIAN_FASHION_MNIST, get_info, load_split
+from cafe_core.data.datasets import DEBIAN_FASHION_MNIST, get_info, load_split
 
 torch.set_num_threads(int(os.environ.get("CAFE_TEST_THREADS", "2")))
 
@@ -43,7 +43,7 @@ def make_lite(seed: int = 0):
 @pytest.fixture(scope="session")
 def toy_model(fashion):
     """A lite backbone trained for 2 clean epochs on 2,048 real images (~60% accuracy, not robust)."""
-    from cafe_core.data import make_loader
+    from cafe_core.data.datasets import make_loader
 
     train, _, _ = fashion
     model = make_lite()
@@ -64,9 +64,9 @@ CARD = {"dataset": "fashion-mnist", "backbone": "lite", "eps": 0.1, "config": {}
 @pytest.fixture()
 def amr_files(tmp_path, toy_model):
     """(adv, amr) checkpoint files: the toy backbone and untrained h, g, with matching cards."""
-    from cafe_core.checkpoints import save_checkpoint
+    from cafe_core.io.checkpoints import save_checkpoint
     from cafe_core.models.estimator import create_estimator
-    from cafe_core.stages import parent_record
+    from cafe_core.io.checkpoints import parent_record
 
     adv = tmp_path / "adv.safetensors"
     adv_card = save_checkpoint(adv, {"model": toy_model}, dict(CARD, stage="adv", parent=None))

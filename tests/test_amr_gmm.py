@@ -5,10 +5,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cafe_core.amr_gmm import AMRStage, moment_product
-from cafe_core.causal import PREDICTIONS, causal_logits, causal_view
+from cafe_core.training.amr_gmm import AMRStage, moment_product
+from cafe_core.causal.predictions import PREDICTIONS, causal_logits, causal_view
 from cafe_core.models.estimator import create_estimator
-from cafe_core.train import Precision
+from cafe_core.training.trainer import Precision
 from tests.conftest import make_lite
 
 CPU = torch.device("cpu")

@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cafe_core.analysis import causal_analysis, load_amr
-from cafe_core.checkpoints import CheckpointError, save_checkpoint
+from cafe_core.causal.analysis import causal_analysis, load_amr
+from cafe_core.io.checkpoints import CheckpointError, save_checkpoint
 from tests.conftest import CARD, make_lite
 
 def test_load_amr_returns_frozen_eval_modules(amr_files):

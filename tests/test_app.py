@@ -6,11 +6,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from cafe_core.checkpoints import CheckpointError, save_checkpoint
-from cafe_core.handlers import EXAMPLE_DIR, TRAIN_ROOT
-from cafe_core.images import prepare_image
-from cafe_core.predict import classify, load_stage
-from cafe_core.texts import PANELS
+from cafe_core.io.checkpoints import CheckpointError, save_checkpoint
+from cafe_core.serving.handlers import EXAMPLE_DIR, TRAIN_ROOT
+from cafe_core.data.images import prepare_image
+from cafe_core.serving.predict import classify, load_stage
+from cafe_core.serving.texts import PANELS
 
 gradio_client = pytest.importorskip("gradio_client")
 EXAMPLES = [str(p) for p in sorted(EXAMPLE_DIR.glob("*.png"))]
@@ -19,11 +19,11 @@ EXAMPLES = [str(p) for p in sorted(EXAMPLE_DIR.glob("*.png"))]
 @pytest.fixture(scope="module")
 def checkpoint_set(toy_model, fashion, tmp_path_factory):
     from cafe_core.models.estimator import create_estimator
-    from cafe_core.stages import parent_record
+    from cafe_core.io.checkpoints import parent_record
 
-    from cafe_core.grid import evaluate_grid
+    from cafe_core.evaluation.grid import evaluate_grid
 
-    from .conftest import make_lite
+    from tests.conftest import make_lite
 
     folder = tmp_path_factory.mktemp("set") / "toy_set"
     adv = folder / "adv.safetensors"
@@ -83,7 +83,7 @@ def test_explore_endpoint_returns_every_panel_and_the_library_numbers(client, ch
     import numpy as np
     from PIL import Image
 
-    from cafe_core.lab import Lab
+    from cafe_core.serving.lab import Lab
 
     example = EXAMPLES[3]  # a dress: true label known from the gallery file name
     gallery, headline, probs, channels, summary, table, numbers, steps = client.predict(*explore_args(example),
@@ -117,7 +117,7 @@ def test_explore_endpoint_returns_every_panel_and_the_library_numbers(client, ch
     files = client.predict(api_name="/report")  # chained after /explore, on the same session's result
     assert sorted(Path(f).suffix for f in files) == [".json", ".png"]
     report = next(f for f in files if str(f).endswith(".json"))
-    from cafe_core.report import read_report
+    from cafe_core.serving.report import read_report
 
     assert read_report(report)["settings"]["seed"] == 0
     attributions = client.predict("toy_set", "adv", api_name="/attributions")
@@ -142,10 +142,10 @@ def test_robustness_lesson_and_describe_endpoints(client):
 
 
 def test_evaluate_now_matches_the_library_and_caps_its_budget(client, checkpoint_set, fashion):
-    from cafe_core.evaluate import accuracy
+    from cafe_core.evaluation.evaluate import accuracy
 
     text, result = client.predict("toy_set", "defense_adv", "clean", 25, 5, 30, api_name="/evaluate_now")
-    from cafe_core.lab import Lab
+    from cafe_core.serving.lab import Lab
 
     expected = accuracy(Lab(checkpoint_set).model("defense_adv"), fashion[2], limit=30)
     assert result["accuracy"] == pytest.approx(expected) and result["n_images"] == 30
@@ -166,7 +166,7 @@ def test_train_tab_trains_bounded_h_and_g_that_explore_can_use(client):
     args = list(explore_args(EXAMPLES[0]))
     args[-1] = True
     numbers = client.predict(*args, api_name="/explore")[6]
-    from cafe_core.checkpoints import read_card
+    from cafe_core.io.checkpoints import read_card
 
     trained = sorted(TRAIN_ROOT.glob("amr_*/amr.safetensors"), key=lambda p: p.stat().st_mtime)[-1]
     assert numbers["settings"]["amr_sha256"] == read_card(trained)["sha256"]
@@ -198,8 +198,8 @@ def test_non_image_upload_gives_a_clear_error_and_the_app_keeps_serving(client, 
 def test_paths_outside_the_upload_cache_are_refused(client, tmp_path):
     import httpx
 
-    from cafe_core.handlers import AppContext
-    from cafe_core.settings import UserError
+    from cafe_core.serving.handlers import AppContext
+    from cafe_core.serving.settings import UserError
 
     ctx = AppContext(tmp_path, None, [], upload_roots=[tmp_path.resolve(), EXAMPLE_DIR.resolve()])
     with pytest.raises(UserError, match="not an upload of this session"):
@@ -239,7 +239,7 @@ def _bad_files(folder):
 
     from PIL import Image
 
-    from .test_images import _png_header_only_bomb
+    from tests.test_images import _png_header_only_bomb
 
     good = io.BytesIO()
     Image.new("RGB", (40, 40), (200, 10, 10)).save(good, format="PNG")

@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cafe_core.attacks import ATTACKS, CWInf, build_attack
-from cafe_core.evaluate import accuracy
+from cafe_core.attacks.registry import ATTACKS, CWInf, build_attack
+from cafe_core.evaluation.evaluate import accuracy
 from tests.conftest import make_lite
 
 EPS = 0.1

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from cafe_core.handlers import EXAMPLE_DIR
+from cafe_core.serving.handlers import EXAMPLE_DIR
 
 selenium = pytest.importorskip("selenium")
 from selenium import webdriver  # noqa: E402
@@ -141,7 +141,7 @@ def test_upload_attack_panels_tabs_and_report_download(server, browser, download
     while time.time() < deadline and not {"cafe_lab_report.json", "cafe_lab_report.png"} <= {p.name for p in downloads.iterdir()}:
         time.sleep(0.5)
     assert {"cafe_lab_report.json", "cafe_lab_report.png"} <= {p.name for p in downloads.iterdir()}
-    from cafe_core.report import read_report
+    from cafe_core.serving.report import read_report
 
     assert read_report(downloads / "cafe_lab_report.json")["settings"]["attack"] == "pgd"
     # Tabs.

@@ -7,8 +7,8 @@ import pickle
 import pytest
 import torch
 
-from cafe_core.checkpoints import CheckpointError, load_backbone, load_checkpoint, save_checkpoint
-from cafe_core.serialization import atomic_write_text, load_state, save_state
+from cafe_core.io.checkpoints import CheckpointError, load_backbone, load_checkpoint, save_checkpoint
+from cafe_core.io.serialization import atomic_write_text, load_state, save_state
 from tests.conftest import make_lite
 
 CARD = {"dataset": "fashion-mnist", "backbone": "lite", "stage": "adv", "parent": None,
@@ -112,7 +112,7 @@ def test_pickle_files_are_refused_without_being_unpickled(tmp_path):
     assert not marker.exists()
     torch_file = tmp_path / "model.pt"
     torch.save({"w": torch.zeros(1)}, torch_file)
-    from cafe_core.serialization import check_safetensors_file
+    from cafe_core.io.serialization import check_safetensors_file
 
     with pytest.raises(ValueError, match="only .safetensors weights"):
         check_safetensors_file(torch_file)
@@ -146,7 +146,7 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
             handle.write("half")
         raise OSError("disk full")
 
-    from cafe_core.serialization import atomic_write
+    from cafe_core.io.serialization import atomic_write
 
     with pytest.raises(OSError, match="disk full"):
         atomic_write(target, boom)

@@ -6,10 +6,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from cafe_core.config import load_config, stage_config
-from cafe_core.data import get_info
+from cafe_core.io.config import load_config, stage_config
+from cafe_core.data.datasets import get_info
 from cafe_core.models import create_model
-from cafe_core.pipeline import pipeline_steps
+from cafe_core.training.pipeline import pipeline_steps
 
 RECIPES = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "configs").glob("*.toml"))
 

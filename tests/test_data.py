@@ -1,4 +1,4 @@
-"""Tests of cafe_core.data against tiny files written in each dataset's real on-disk format.
+"""Tests of cafe_core.data.datasets against tiny files written in each dataset's real on-disk format.
 
 Nothing in the loaders is mocked: only torchvision's md5 tables are pointed at the files
 written here (the real tables hold the checksums of the full datasets).
@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-from cafe_core import data
-from cafe_core.data import ImageTensors, load_split, make_loader, read_idx
+from cafe_core.data import datasets as data
+from cafe_core.data.datasets import ImageTensors, load_split, make_loader, read_idx
 
 
 def _md5(path: Path) -> str:

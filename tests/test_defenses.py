@@ -9,12 +9,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cafe_core.data import ImageTensors
-from cafe_core.defense_stage import DefenseStage
+from cafe_core.data.datasets import ImageTensors
+from cafe_core.training.defense_stage import DefenseStage
 from cafe_core.defenses import (DEFENSES, CafeMode, CafeTerm, WeightPerturbation, build_cafe, build_defense,
                                 perturbed)
 from cafe_core.models.estimator import create_estimator
-from cafe_core.train import Precision
+from cafe_core.training.trainer import Precision
 
 CPU = torch.device("cpu")
 EPS = 0.1

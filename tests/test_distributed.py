@@ -25,10 +25,10 @@ import torch
 from torch import nn
 
 from cafe_core import distributed
-from cafe_core.checkpoints import load_checkpoint, save_checkpoint
+from cafe_core.io.checkpoints import load_checkpoint, save_checkpoint
 from cafe_core.cli import main as cli_main
-from cafe_core.data import ImageTensors, make_loader
-from cafe_core.train import training_loader
+from cafe_core.data.datasets import ImageTensors, make_loader
+from cafe_core.training.trainer import training_loader
 from tests.conftest import make_lite
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -6,7 +6,7 @@ import json
 import torch
 from torch import nn
 
-from cafe_core.evaluate import compute_label, evaluate_attacks, normalise_state_keys
+from cafe_core.evaluation.evaluate import compute_label, evaluate_attacks, normalise_state_keys
 
 
 class Oracle(nn.Module):
@@ -49,7 +49,7 @@ def test_a_model_that_is_always_right_scores_one_and_a_random_one_about_a_tenth(
     # Make pixel (0,0) a unique key per image so the oracle can look the label up.
     images = data.images.clone()
     images[:, 0, 0, 0] = torch.arange(200, dtype=torch.uint8)
-    from cafe_core.data import ImageTensors
+    from cafe_core.data.datasets import ImageTensors
 
     keyed = ImageTensors(images, data.labels, data.class_names)
     oracle = Oracle({i: int(data.labels[i]) for i in range(200)})

@@ -1,12 +1,12 @@
-"""Feature inversion for Fig. 3 pictures (cafe_core/explain.py): tiny seeded lite models."""
+"""Feature inversion for Fig. 3 pictures (cafe_core/causal/feature_inversion.py): tiny seeded lite models."""
 from __future__ import annotations
 
 import pytest
 import torch
 from PIL import Image
 
-from cafe_core.causal import causal_view
-from cafe_core.explain import (FeatureInversion, feature_inversion, fig3_grid, fig3_targets, make_start,
+from cafe_core.causal.predictions import causal_view
+from cafe_core.causal.feature_inversion import (FeatureInversion, feature_inversion, fig3_grid, fig3_targets, make_start,
                                relative_distance, total_variation)
 from cafe_core.models import create_model
 from cafe_core.models.estimator import create_estimator
@@ -179,7 +179,7 @@ def test_fig3_grid_writes_png(setup, inverted, tmp_path):
 
 
 def test_coarse_parameterisation_stays_in_range_and_reaches_the_target(setup):
-    from cafe_core.explain import APP_INVERSION, InversionSetting, feature_inversion
+    from cafe_core.causal.feature_inversion import APP_INVERSION, InversionSetting, feature_inversion
 
     backbone, x = setup[0], setup[3]
     with torch.no_grad():

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from cafe_core.analysis import load_amr
-from cafe_core.causal import PREDICTIONS, causal_view
-from cafe_core.explore import explore
+from cafe_core.causal.analysis import load_amr
+from cafe_core.causal.predictions import PREDICTIONS, causal_view
+from cafe_core.serving.explore import explore
 
 
 @pytest.fixture()
@@ -38,7 +38,7 @@ def test_explore_returns_every_panel_and_consistent_numbers(setup):
 def test_explore_matches_the_library_for_the_same_seed(setup):
     bundle, image, label, names = setup
     result = explore(bundle, image, label, names, attack="pgd", eps=0.1, steps=5, seed=7, eps_inv=0.05, feature_steps=2)
-    from cafe_core.attacks import build_attack
+    from cafe_core.attacks.registry import build_attack
 
     attacker = build_attack("pgd", bundle.backbone, 0.1, 5, 7)
     torch.manual_seed(7)

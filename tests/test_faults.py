@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from cafe_core.checkpoints import load_backbone, save_checkpoint
+from cafe_core.io.checkpoints import load_backbone, save_checkpoint
 
-from .conftest import CARD, make_lite
+from tests.conftest import CARD, make_lite
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -61,7 +61,7 @@ def test_sigkill_mid_epoch_then_resume_matches_an_unbroken_run(tmp_path):
 def test_full_disk_keeps_the_previous_checkpoint_whole(tmp_path, monkeypatch):
     weights = tmp_path / "adv.safetensors"
     first = save_checkpoint(weights, {"model": make_lite(0)}, dict(CARD, stage="adv"))
-    import cafe_core.checkpoints as checkpoints
+    import cafe_core.io.checkpoints as checkpoints
 
     def full_disk(src, dst):
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -78,7 +78,7 @@ def test_full_disk_keeps_the_previous_checkpoint_whole(tmp_path, monkeypatch):
 def test_read_only_folder_gives_a_clear_error(tmp_path, monkeypatch):
     weights = tmp_path / "adv.safetensors"
     save_checkpoint(weights, {"model": make_lite(0)}, dict(CARD, stage="adv"))
-    import cafe_core.serialization as serialization
+    import cafe_core.io.serialization as serialization
 
     def read_only(*args, **kwargs):
         raise PermissionError(errno.EROFS, "Read-only file system")

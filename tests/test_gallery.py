@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from cafe_core.gallery import CONDITIONS, example_file_name, read_manifest
-from cafe_core.handlers import EXAMPLE_DIR, AppContext, run_explore
-from cafe_core.settings import default_eps_255
+from cafe_core.serving.gallery import CONDITIONS, example_file_name, read_manifest
+from cafe_core.serving.handlers import EXAMPLE_DIR, AppContext, run_explore
+from cafe_core.serving.settings import default_eps_255
 
 MANIFEST = read_manifest(EXAMPLE_DIR)
 KEYS = ("natural", "adversarial", "causal", "counterfactual")
@@ -20,7 +20,7 @@ def ctx():
 
 
 def test_manifest_fields_and_the_phenomenon_it_promises():
-    assert MANIFEST is not None, "run python -m cafe_core.gallery"
+    assert MANIFEST is not None, "run python -m cafe_core.serving.gallery"
     assert {"rule", "settings", "backbone_sha256", "examples"} <= set(MANIFEST)
     examples = MANIFEST["examples"]
     assert len(examples) == 10 and sorted(e["label"] for e in examples) == list(range(10))
@@ -39,7 +39,7 @@ def test_manifest_fields_and_the_phenomenon_it_promises():
 
 
 def test_manifest_is_for_the_shipped_checkpoints(ctx):
-    assert MANIFEST["backbone_sha256"] == ctx.first.adv.card["sha256"], "retrained: rerun python -m cafe_core.gallery"
+    assert MANIFEST["backbone_sha256"] == ctx.first.adv.card["sha256"], "retrained: rerun python -m cafe_core.serving.gallery"
     assert MANIFEST["amr_sha256"] == ctx.first.bundle.card["sha256"]
     assert MANIFEST["settings"]["eps"] == pytest.approx(default_eps_255(ctx.first.adv.card["eps"]) / 255)
 

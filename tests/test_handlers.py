@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import pytest
 
-from cafe_core import handlers as h
-from cafe_core.lab import Lab
-from cafe_core.images import prepare_image
-from cafe_core.settings import UserError, explore_defaults
-from cafe_core.texts import PANELS
+from cafe_core.serving import handlers as h
+from cafe_core.serving.lab import Lab
+from cafe_core.data.images import prepare_image
+from cafe_core.serving.settings import UserError, explore_defaults
+from cafe_core.serving.texts import PANELS
 
 
 @pytest.fixture(scope="module")

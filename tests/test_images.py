@@ -1,4 +1,4 @@
-"""Tests of cafe_core.images against real image files written with PIL into tmp_path."""
+"""Tests of cafe_core.data.images against real image files written with PIL into tmp_path."""
 from __future__ import annotations
 
 import io
@@ -12,8 +12,8 @@ import pytest
 import torch
 from PIL import Image, ImageFile
 
-from cafe_core import images
-from cafe_core.images import ImageInputError, image_to_uint8, open_image, prepare_image
+from cafe_core.data import images
+from cafe_core.data.images import ImageInputError, image_to_uint8, open_image, prepare_image
 
 RNG = np.random.default_rng(0)
 
@@ -307,7 +307,7 @@ def _steps(p: images.PreparedImage) -> list[str]:
 def test_fashion_mnist_style_leaves_the_test_set_unchanged(tmp_path):
     """All 10,000 test images, written as 28x28 8-bit PNGs and read through the app's path for a file,
     give bit-identical model inputs, with no step applied."""
-    from cafe_core.data import DEBIAN_FASHION_MNIST, load_split
+    from cafe_core.data.datasets import DEBIAN_FASHION_MNIST, load_split
 
     if not DEBIAN_FASHION_MNIST.is_dir():
         pytest.skip("needs Debian package dataset-fashion-mnist")
@@ -326,7 +326,7 @@ def test_fashion_mnist_style_leaves_the_test_set_unchanged(tmp_path):
 
 
 def test_fashion_mnist_style_leaves_the_gallery_unchanged():
-    gallery = sorted((Path(images.__file__).resolve().parents[1] / "assets" / "examples").glob("*.png"))
+    gallery = sorted((Path(__file__).resolve().parents[1] / "assets" / "examples").glob("*.png"))
     assert len(gallery) == 10
     for path in gallery:
         p = prepare_image(path, 1, 28, fashion_mnist=True)

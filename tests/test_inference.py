@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import torch
 
-from cafe_core.attacks import QuerySquare
-from cafe_core.inference import QueryModel
+from cafe_core.attacks.registry import QuerySquare
+from cafe_core.attacks.inference import QueryModel
 
 
 def test_query_model_matches_the_model_and_follows_weight_changes(toy_model, fashion):

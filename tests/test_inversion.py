@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from cafe_core.inversion import CausalInversion, prediction_kl
+from cafe_core.attacks.causal_inversion import CausalInversion, prediction_kl
 from tests.conftest import make_lite
 
 

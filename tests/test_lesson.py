@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from cafe_core.explore import ExploreResult, PredictionView
-from cafe_core.lesson import LESSON_TITLES, lesson_step
-from cafe_core.texts import explore_headline
+from cafe_core.serving.explore import ExploreResult, PredictionView
+from cafe_core.serving.lesson import LESSON_TITLES, lesson_step
+from cafe_core.serving.texts import explore_headline
 
 NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 

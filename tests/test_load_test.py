@@ -12,10 +12,10 @@ import time
 import pytest
 
 from benchmarks import load_test as lt
-from cafe_core.handlers import run_explore
-from cafe_core.images import prepare_image
-from cafe_core.lesson import LESSON_TITLES
-from cafe_core.settings import DEFAULT_SEED, DEFAULT_STEPS
+from cafe_core.serving.handlers import run_explore
+from cafe_core.data.images import prepare_image
+from cafe_core.serving.lesson import LESSON_TITLES
+from cafe_core.serving.settings import DEFAULT_SEED, DEFAULT_STEPS
 
 
 def test_explore_inputs_are_run_explores_parameters():

@@ -9,10 +9,10 @@ import pytest
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from cafe_core.checkpoints import CheckpointError, save_checkpoint
-from cafe_core.images import prepare_image
-from cafe_core.ood import OOD_FILE, fit_ood, load_ood, save_ood
-from cafe_core.stages import parent_record
+from cafe_core.io.checkpoints import CheckpointError, save_checkpoint
+from cafe_core.data.images import prepare_image
+from cafe_core.evaluation.ood import OOD_FILE, fit_ood, load_ood, save_ood
+from cafe_core.io.checkpoints import parent_record
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "checkpoints" / "fashion_lite"
@@ -137,7 +137,7 @@ def test_shipped_detector_on_test_images(shipped, fashion):
 def test_shipped_card_names_the_shipped_backbone(shipped):
     card = shipped.card
     adv = SHIPPED / "adv.safetensors"
-    from cafe_core.serialization import sha256_file
+    from cafe_core.io.serialization import sha256_file
 
     assert card["parent"]["sha256"] == sha256_file(adv) and card["stage"] == "ood"
     assert card["n_train_images"] == 55000 and card["n_val_images"] == 5000

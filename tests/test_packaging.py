@@ -58,3 +58,55 @@ def test_a_benchmark_runs_as_a_script_from_the_repository_root():
     run = subprocess.run([sys.executable, "benchmarks/gpu_throughput.py", "--help"], cwd=ROOT,
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
+
+
+#: cafe_core's layers, top to bottom (docs/architecture.md): a module may import its own layer and
+#: the layers before it, never one after it (a cycle between concepts).
+LAYERS = ("registry", "distributed", "data", "models", "io", "attacks", "causal", "defenses", "evaluation",
+          "training", "serving", "cli")
+
+
+def imported_layers(path: Path) -> set[str]:
+    """The cafe_core layers one file imports (relative or absolute, at the top or inside functions)."""
+    import ast
+
+    package = list(path.relative_to(ROOT).parent.parts)  # what a relative import starts from
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                target = package[:len(package) - (node.level - 1)] + (node.module.split(".") if node.module else [])
+            else:
+                target = (node.module or "").split(".")
+            if target[0] != "cafe_core":
+                continue
+            names = target[1:2] or [alias.name for alias in node.names]
+            found.update(name for name in names if name in LAYERS)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name.split(".")[1] for alias in node.names
+                         if alias.name.startswith("cafe_core.") and alias.name.split(".")[1] in LAYERS)
+    return found
+
+
+def test_every_layer_imports_only_itself_and_the_layers_before_it():
+    assert sorted(LAYERS[:-1]) == sorted(p.stem if p.is_file() else p.name for p in (ROOT / "cafe_core").iterdir()
+                                          if p.name not in ("__init__.py", "__main__.py", "__pycache__", "cli"))
+    upward = []
+    for path in sorted((ROOT / "cafe_core").rglob("*.py")):
+        parts = path.relative_to(ROOT / "cafe_core").parts
+        layer = parts[0] if len(parts) > 1 else path.stem
+        if layer not in LAYERS:
+            continue
+        upward += [f"{path.relative_to(ROOT)} imports {other}" for other in sorted(imported_layers(path))
+                   if LAYERS.index(other) > LAYERS.index(layer)]
+    assert upward == []
+
+
+def test_the_layer_check_sees_an_upward_import(tmp_path, monkeypatch):
+    # The check above must be able to fail: a data module importing serving is reported.
+    fake_root = tmp_path
+    module = fake_root / "cafe_core" / "data" / "bad.py"
+    module.parent.mkdir(parents=True)
+    module.write_text("from ..serving.handlers import AppContext\n\ndef f():\n    from cafe_core.training import stages\n")
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", fake_root)
+    assert imported_layers(module) == {"serving", "training"}

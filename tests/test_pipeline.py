@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from cafe_core.config import load_config
-from cafe_core.pipeline import pipeline_steps, run_pipeline, stale_reason
+from cafe_core.io.config import load_config
+from cafe_core.training.pipeline import pipeline_steps, run_pipeline, stale_reason
 
 RECIPE = """
 dataset = "fashion-mnist"

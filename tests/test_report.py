@@ -9,15 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-from cafe_core.attacks import build_attack
-from cafe_core.attribution import attribute
-from cafe_core.checkpoints import save_checkpoint
-from cafe_core.compare import DefenseSet, compare_defenses, defense_adversarials
-from cafe_core.lab import Lab
-from cafe_core.lesson import LESSON_TITLES, lesson_step
-from cafe_core.report import build_report, compare_numbers, read_report, report_png, rerun_report
+from cafe_core.attacks.registry import build_attack
+from cafe_core.causal.attribution import attribute
+from cafe_core.io.checkpoints import save_checkpoint
+from cafe_core.serving.compare import DefenseSet, compare_defenses, defense_adversarials
+from cafe_core.serving.lab import Lab
+from cafe_core.serving.lesson import LESSON_TITLES, lesson_step
+from cafe_core.serving.report import build_report, compare_numbers, read_report, report_png, rerun_report
 
-from .conftest import CARD, make_lite
+from tests.conftest import CARD, make_lite
 
 
 @pytest.fixture()
@@ -102,7 +102,7 @@ def test_report_with_another_amr_checkpoint_is_refused(lab_folder, fashion, tmp_
     result, rows = lab.comparison(image[None], int(label), steps=2, feature_steps=2, eps_inv=0.05)
     report = build_report(result, rows)
     report["settings"]["amr_sha256"] = "0" * 64
-    from cafe_core.checkpoints import CheckpointError
+    from cafe_core.io.checkpoints import CheckpointError
 
     with pytest.raises(CheckpointError, match="another AMR-GMM checkpoint"):
         rerun_report(report, lab.bundle, lab.defenses, lab.class_names, 1)
@@ -121,7 +121,7 @@ def test_lesson_steps_quote_the_example_numbers(lab_folder, fashion):
 
 
 def test_a_set_whose_amr_belongs_to_another_backbone_is_refused(lab_folder, tmp_path):
-    from cafe_core.checkpoints import CheckpointError
+    from cafe_core.io.checkpoints import CheckpointError
 
     other = tmp_path / "other"
     shutil.copytree(lab_folder, other)
@@ -134,7 +134,7 @@ def test_worker_processes_answer_like_the_library_and_survive_a_killed_worker(la
     import os
     import signal
 
-    from cafe_core.serving import AnalysisPool, WorkerStopped
+    from cafe_core.serving.workers import AnalysisPool, WorkerStopped
 
     image, label = fashion[2][0]
     settings = dict(attack="pgd", eps=0.1, steps=3, seed=1, feature_steps=3, eps_inv=0.05)

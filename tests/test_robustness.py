@@ -9,16 +9,16 @@ import pytest
 import torch
 from torch import nn
 
-from cafe_core.checkpoints import read_card
-from cafe_core.data import ImageTensors
-from cafe_core.evaluate import evaluate_attacks
-from cafe_core.cafe_mode import CafeMode
-from cafe_core.grid import RobustnessGrid, build_rows, evaluate_grid
-from cafe_core.grid_markdown import robustness_markdown
-from cafe_core.grid_rows import GridRow, grid_models
-from cafe_core.grid_settings import COLUMNS, GridSettings
-from cafe_core.masking import masking_check
-from cafe_core.statistics import claim_check, paired_bootstrap_ci, worst_case
+from cafe_core.io.checkpoints import read_card
+from cafe_core.data.datasets import ImageTensors
+from cafe_core.evaluation.evaluate import evaluate_attacks
+from cafe_core.defenses.cafe_mode import CafeMode
+from cafe_core.evaluation.grid import RobustnessGrid, build_rows, evaluate_grid
+from cafe_core.evaluation.grid_markdown import robustness_markdown
+from cafe_core.evaluation.grid_rows import GridRow, grid_models
+from cafe_core.evaluation.grid_settings import COLUMNS, GridSettings
+from cafe_core.evaluation.masking import masking_check
+from cafe_core.evaluation.statistics import claim_check, paired_bootstrap_ci, worst_case
 
 LEVELS = 10
 
@@ -144,8 +144,8 @@ def fake_result(correct: dict[str, list[int]]) -> dict:
 
 
 def test_one_list_of_rows_one_label_and_the_cafe_mode_in_each_file_format(tmp_path):
-    from cafe_core.names import cafe_setting, defense_name, network_name, short_defense_name
-    from cafe_core.pipeline import pipeline_steps
+    from cafe_core.evaluation.names import cafe_setting, defense_name, network_name, short_defense_name
+    from cafe_core.training.pipeline import pipeline_steps
 
     labels = ["defense_adv", "defense_adv-cafe", "defense_adv-control-h0", "defense_trades", "defense_trades-cafe",
               "defense_mart", "defense_mart-cafe", "defense_awp", "defense_awp-cafe", "defense_help", "defense_help-cafe"]
@@ -179,8 +179,8 @@ def test_the_eps_curves_are_one_series_drawn_by_both_renderers(tmp_path):
     in the app's plotly figure and the README's PNG (the series are built once, in curves.py)."""
     from pathlib import Path
 
-    from cafe_core.curves import curve_series, curves_png
-    from cafe_core.figures import robustness_curves
+    from cafe_core.evaluation.curves import curve_series, curves_png
+    from cafe_core.serving.figures import robustness_curves
 
     result = json.loads((Path(__file__).resolve().parent.parent / "benchmarks" / "results"
                          / "robustness_fashion_lite.json").read_text())
@@ -231,9 +231,9 @@ def test_rows_carry_paired_ci_against_their_own_baseline_and_the_claim_is_checke
 
 
 def test_grid_on_checkpoints_writes_the_json_resumes_and_redoes_a_retrained_model(tmp_path, fashion):
-    from cafe_core.checkpoints import save_checkpoint
+    from cafe_core.io.checkpoints import save_checkpoint
 
-    from .conftest import CARD, make_lite
+    from tests.conftest import CARD, make_lite
 
     folder = tmp_path / "ckpt"
     for seed, label in enumerate(["defense_adv", "defense_adv-cafe", "defense_adv-control-h0"]):
@@ -337,10 +337,10 @@ def test_worst_case_difference_uses_only_the_attacks_both_rows_have_run(tmp_path
 def test_grid_rows_can_be_chosen_attacks_batched_apart_and_provenance_is_kept(tmp_path, fashion):
     """--models keeps one row; a per-attack batch size keys that attack's state; each column says
     which machine computed it; the other columns get the claim test too."""
-    from cafe_core.checkpoints import save_checkpoint
-    from cafe_core.evaluate import compute_label
+    from cafe_core.io.checkpoints import save_checkpoint
+    from cafe_core.evaluation.evaluate import compute_label
 
-    from .conftest import CARD, make_lite
+    from tests.conftest import CARD, make_lite
 
     folder = tmp_path / "ckpt"
     for seed, label in enumerate(["defense_adv", "defense_adv-cafe"]):
@@ -368,7 +368,7 @@ def test_grid_rows_can_be_chosen_attacks_batched_apart_and_provenance_is_kept(tm
 def test_subset_check_compares_autoattack_images_with_all_images():
     """CAFE wins on the first 100 images (where AutoAttack ran) and loses the gain over all 1,000:
     the check shows both differences, so a subset gain is not mistaken for a general one."""
-    from cafe_core.statistics import paired_difference, subset_check
+    from cafe_core.evaluation.statistics import paired_difference, subset_check
 
     base = {"correct": {"pgd": [0] * 20 + [1] * 980, "autoattack": [0] * 10 + [1] * 90}}
     row = {"correct": {"pgd": [1] * 20 + [1] * 960 + [0] * 20, "autoattack": [1] * 100}}
@@ -384,10 +384,10 @@ def test_subset_check_compares_autoattack_images_with_all_images():
 def test_a_finished_grid_is_up_to_date_until_a_setting_a_checkpoint_or_a_row_changes(tmp_path, fashion):
     """The pipeline skips the evaluation only when the JSON says nothing is pending, was assembled
     with the recipe's [evaluation] settings and has every checkpoint's current sha256."""
-    from cafe_core.checkpoints import save_checkpoint
-    from cafe_core.grid import grid_stale_reason
+    from cafe_core.io.checkpoints import save_checkpoint
+    from cafe_core.evaluation.grid import grid_stale_reason
 
-    from .conftest import CARD, make_lite
+    from tests.conftest import CARD, make_lite
 
     folder = tmp_path / "ckpt"
     for seed, label in enumerate(["defense_adv", "defense_adv-cafe"]):
@@ -446,7 +446,7 @@ def test_a_finished_grid_is_up_to_date_until_a_setting_a_checkpoint_or_a_row_cha
 
 
 def test_state_files_are_keyed_by_checkpoint_sha256_and_stale_ones_only_listed(tmp_path):
-    from cafe_core.grid_state import find_state, prune_candidates, state_path
+    from cafe_core.evaluation.grid_state import find_state, prune_candidates, state_path
 
     first, second = "a" * 64, "b" * 64
     assert state_path(tmp_path, "defense_adv", first) == tmp_path / "defense_adv.json"

@@ -5,10 +5,10 @@ import pytest
 import torch
 from torch import nn
 
-from cafe_core.attacks import build_attack
-from cafe_core.stacking import StackedModels, StackingError
+from cafe_core.attacks.registry import build_attack
+from cafe_core.attacks.stacking import StackedModels, StackingError
 
-from .conftest import make_lite
+from tests.conftest import make_lite
 
 
 def _trained_like(seed: int) -> nn.Module:
@@ -55,7 +55,7 @@ def test_the_stack_copies_and_leaves_the_models_alone(models):
 
 def test_fgsm_on_the_stack_equals_fgsm_on_each_model(models):
     """FGSM has no random start: the stacked attack must give each model's own adversarial image."""
-    from cafe_core.data import load_split
+    from cafe_core.data.datasets import load_split
 
     test = load_split("fashion-mnist", "test", None, 0, 0, limit=3, download=False)
     image, label = test[0][0], int(test[0][1])

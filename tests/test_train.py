@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cafe_core.checkpoints import load_backbone
-from cafe_core.classifier_stages import ClassifierStage
-from cafe_core.train import Precision, fit, one_cycle, resume_path
+from cafe_core.io.checkpoints import load_backbone
+from cafe_core.training.classifier_stages import ClassifierStage
+from cafe_core.training.trainer import Precision, fit, one_cycle, resume_path
 from tests.conftest import make_lite
 
 CPU = torch.device("cpu")

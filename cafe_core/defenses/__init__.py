@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..cafe_mode import CafeMode
 from . import adv, awp, help, mart, trades  # noqa: F401  (importing registers the defenses)
 from .adv import ADV
 from .awp import AWP, WeightPerturbation, perturbed
 from .base import DEFENSES, Defense, eval_mode, freeze
 from .cafe import CafeTerm, build_cafe
+from .cafe_mode import CafeMode
 from .help import HELP
 from .mart import MART, mart_loss, top_wrong_class
 from .trades import KLPGD, TRADES, trades_loss

@@ -18,7 +18,7 @@ from typing import Callable, ContextManager, Iterator
 import torch
 from torch import nn
 
-from ..attacks import build_attack
+from ..attacks.registry import build_attack
 from ..registry import Registry
 
 DEFENSES: Registry = Registry("defense")

@@ -12,10 +12,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..cafe_mode import CafeMode
-from ..causal import causal_logits
-from ..inversion import CausalInversion, prediction_kl
+from ..attacks.causal_inversion import CausalInversion, prediction_kl
+from ..causal.predictions import causal_logits
 from .base import Logs, eval_mode, freeze
+from .cafe_mode import CafeMode
 
 
 class CafeTerm:

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..inversion import prediction_kl
+from ..attacks.causal_inversion import prediction_kl
 from .base import DEFENSES, Defense, Logs, accuracy_of
 
 

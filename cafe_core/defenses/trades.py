@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchattacks.attack import Attack
 
-from ..inversion import prediction_kl
+from ..attacks.causal_inversion import prediction_kl
 from .base import DEFENSES, Defense, Logs, accuracy_of
 
 
