@@ -86,10 +86,20 @@ def evaluate_grid_command(args: argparse.Namespace) -> int:
                                         batch_sizes=pairs(args.attack_batch_size), seed=args.seed,
                                         curve_attacks=names(args.curve_attacks))
     labels = names(args.models) if args.models else None
+    # The JSON's command computes every number (all phases and rows, state reused); this run's may
+    # only have assembled the table or run one phase of one row.
     result = evaluate_grid(config, dataset, settings, phases=phases, defenses=defenses, labels=labels, out=args.out,
-                           device=device, progress=not args.quiet, command=command_line())
+                           device=device, progress=not args.quiet, command=settings.command(config, args.n, recipe_name(args.grid)),
+                           run_command=command_line())
     print(robustness_markdown(result))
     return 0
+
+
+def recipe_name(grid: str) -> str:
+    """``--grid`` as a reproducing command names it: a recipe name as given, a .toml path repo-relative."""
+    from ..io.provenance import repo_relative
+
+    return repo_relative(grid) if grid.endswith(".toml") else grid
 
 
 def prune_grid_state(config: dict, args: argparse.Namespace) -> int:

@@ -204,13 +204,14 @@ def evaluate_grid(config: dict[str, Any], dataset: ImageTensors, settings: GridS
                   phases: Sequence[str] = PHASES, defenses: Iterable[str] | None = None,
                   labels: Iterable[str] | None = None, out: str | Path | None = None,
                   device: str | torch.device = "cpu", progress: bool = False, command: str = "",
-                  log: Callable[[str], None] = print, **overrides: Any) -> dict[str, Any]:
+                  run_command: str = "", log: Callable[[str], None] = print, **overrides: Any) -> dict[str, Any]:
     """Evaluate every grid checkpoint of ``config`` phase by phase and write the JSON + markdown
     after each model, so an interrupted run leaves a valid, partial (n recorded) result with a
     row for every model. With no ``phases`` it only assembles the JSON from the stored state.
     ``labels`` (e.g. ``defense_adv-cafe``) keeps only those rows: one process per model on a GPU.
     ``settings``: the grid's settings; without them, ``GridSettings.from_recipe(config, **overrides)``
-    (overrides: its keyword arguments, e.g. ``steps={"pgd": 3}``)."""
+    (overrides: its keyword arguments, e.g. ``steps={"pgd": 3}``). ``command``: the command that
+    reproduces every number (``GridSettings.command``); ``run_command``: this run's, if another."""
     if settings is None:
         settings = GridSettings.from_recipe(config, **overrides)
     elif overrides:
@@ -241,7 +242,7 @@ def evaluate_grid(config: dict[str, Any], dataset: ImageTensors, settings: GridS
 
     def write() -> dict[str, Any]:
         result = _grid_result(config, grid, models, results, command, time.perf_counter() - started,
-                              {label: sha for label, (_, sha) in loaded.items()})
+                              {label: sha for label, (_, sha) in loaded.items()}, run_command)
         atomic_write_text(out, json.dumps(result, indent=2) + "\n")
         atomic_write_text(out.with_suffix(".md"), robustness_markdown(result) + "\n")
         return result
@@ -293,7 +294,7 @@ def grid_stale_reason(config: dict[str, Any], result_path: str | Path | None = N
 
 def _grid_result(config: dict[str, Any], grid: RobustnessGrid, models: Sequence[GridModel],
                  results: dict[str, dict[str, Any]], command: str, seconds: float,
-                 shas: dict[str, str]) -> dict[str, Any]:
+                 shas: dict[str, str], run_command: str = "") -> dict[str, Any]:
     settings = grid.settings
     rows = build_rows(results, models, seed=settings.seed)
     for row, model in zip(rows, [m for m in models if m.label in results]):
@@ -321,4 +322,5 @@ def _grid_result(config: dict[str, Any], grid: RobustnessGrid, models: Sequence[
             "adv_cafe_minus_control": versus,
             "bootstrap": {"resamples": 2000, "level": 0.95, "paired": True},
             "wall_seconds_this_run": round(seconds, 1), "hardware": made["hardware"], "versions": made["versions"],
-            "command": made["command"], "complete": not pending, "pending": pending}
+            "command": made["command"], "command_this_run": run_command or made["command"],
+            "complete": not pending, "pending": pending}

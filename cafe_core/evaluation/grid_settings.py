@@ -71,6 +71,32 @@ class GridSettings:
     def batch_size_of(self, attack: str) -> int:
         return self.batch_sizes.get(attack, self.batch_size)
 
+    def flags(self, config: Mapping[str, Any] | None = None) -> list[str]:
+        """The ``evaluate --grid`` flags that turn ``from_recipe(config)`` into these settings: only
+        what differs from the recipe, one ``ATTACK=N`` per attack, in a fixed order."""
+        recipe = GridSettings.from_recipe(config)
+        out: list[str] = []
+        for flag, mine, theirs in (("--limit", self.limits, recipe.limits), ("--steps", self.steps, recipe.steps),
+                                   ("--curve-n", self.curve_n, recipe.curve_n),
+                                   ("--attack-batch-size", self.batch_sizes, recipe.batch_sizes)):
+            out += [item for attack in sorted(mine) if mine[attack] != theirs.get(attack)
+                    for item in (flag, f"{attack}={mine[attack]}")]
+        if self.batch_size != recipe.batch_size:
+            out += ["--batch-size", str(self.batch_size)]
+        if self.seed != recipe.seed:
+            out += ["--seed", str(self.seed)]
+        if self.curve_attacks != recipe.curve_attacks:
+            out += ["--curve-attacks", ",".join(self.curve_attacks)]
+        return out
+
+    def command(self, config: Mapping[str, Any], n_images: int | None = None, recipe: str | None = None) -> str:
+        """The command that computes every number of the grid with these settings (all phases, every
+        row); state already on disk is reused, so rerunning it on a finished grid only reassembles.
+        ``recipe``: how ``--grid`` names the recipe (default: its name in configs/)."""
+        n = ["--n", str(n_images)] if n_images else []
+        return " ".join(["python", "-m", "cafe_core", "evaluate", "--grid", recipe or str(config.get("name")), *n,
+                         *self.flags(config)])
+
     def to_json(self) -> dict[str, Any]:
         """The settings as the grid JSON records them (plain dicts and lists)."""
         return {"seed": self.seed, "batch_size": self.batch_size, "batch_sizes": dict(self.batch_sizes),

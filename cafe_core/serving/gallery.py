@@ -5,7 +5,7 @@ default settings: the attack fools the robust network and the undefended one, th
 prediction is right and the Counterfactual is wrong. ``select_gallery`` scans the test set in
 order and takes the first image of each class that meets it, relaxing it in a fixed, recorded
 order when no image of a class does. ``assets/examples/manifest.json`` records the outcome of
-every example, and tests/test_gallery.py reruns the app's analysis to check it still holds.
+every example, and tests/serving/test_gallery.py reruns the app's analysis to check it still holds.
 """
 from __future__ import annotations
 

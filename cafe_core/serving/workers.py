@@ -14,7 +14,9 @@ from __future__ import annotations
 import hashlib
 import json
 import multiprocessing
+import os
 import threading
+import time
 from collections import OrderedDict
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -33,8 +35,23 @@ class WorkerStopped(RuntimeError):
     """A worker process died (e.g. killed for memory); the pool has been restarted."""
 
 
-def _init_worker(threads: int) -> None:
+def _init_worker(threads: int, parent: int | None = None) -> None:
     torch.set_num_threads(threads)
+    if parent is not None:
+        threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True, name="parent-watch").start()
+
+
+def _exit_with_parent(parent: int, every_s: float = 1.0) -> None:
+    """End this worker once the app that started it is gone.
+
+    A worker blocks on its task queue, and spawned workers hold both ends of that queue's pipe, so a
+    parent killed without closing the pool (SIGTERM, SIGKILL, a crashed server) never sends them an
+    end of file: they would live on, ~0.9 GB each, until the machine restarts. The parent's pid is
+    polled because Linux gives an orphan a new parent (``os.getppid()`` changes)."""
+    while True:
+        time.sleep(every_s)
+        if os.getppid() != parent:
+            os._exit(0)
 
 
 def _lab(folder: str):
@@ -155,7 +172,7 @@ class AnalysisPool:
         if self.workers:
             _spawn_without_main_script()
             self._executor = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                                 initializer=_init_worker, initargs=(self.threads,))
+                                                 initializer=_init_worker, initargs=(self.threads, os.getpid()))
 
     def warm_up(self, folder: str | Path, image: torch.Tensor) -> None:
         """Start every worker and load ``folder`` in it, without waiting."""

@@ -18,7 +18,7 @@ from cafe_core.io.checkpoints import load_backbone, save_checkpoint
 
 from tests.conftest import CARD, make_lite
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def train_command(out: Path) -> list[str]:

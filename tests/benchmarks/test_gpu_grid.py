@@ -11,7 +11,7 @@ import pytest
 
 from benchmarks.gpu_grid import round_args
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_round_arguments():

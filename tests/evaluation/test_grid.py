@@ -182,7 +182,7 @@ def test_the_eps_curves_are_one_series_drawn_by_both_renderers(tmp_path):
     from cafe_core.evaluation.curves import curve_series, curves_png
     from cafe_core.serving.figures import robustness_curves
 
-    result = json.loads((Path(__file__).resolve().parent.parent / "benchmarks" / "results"
+    result = json.loads((Path(__file__).resolve().parents[2] / "benchmarks" / "results"
                          / "robustness_fashion_lite.json").read_text())
     expected = [(r["defense"], r["cafe"], attack, [255 * e for e in r["eps_curve"]["eps"][:len(values)]],
                  [None if v is None else 100 * v for v in values])
@@ -311,13 +311,19 @@ def test_grid_on_checkpoints_writes_the_json_resumes_and_redoes_a_retrained_mode
     from cafe_core.cli import main
 
     (tmp_path / "toy.toml").write_text(f'name = "toy"\ndataset = "fashion-mnist"\nbackbone = "lite"\neps = 0.1\n'
-                                       f'checkpoint_dir = "{folder.as_posix()}"\n')
+                                       f'checkpoint_dir = "{folder.as_posix()}"\nn_val = 5000\nseed = 0\n')
     prune = ["evaluate", "--grid", str(tmp_path / "toy.toml"), "--out", str(out), "--prune-state"]
     assert main(prune) == 0
     assert fresh.is_file() and state.is_file()  # a dry run by default
     assert main(prune + ["--yes"]) == 0
     assert not fresh.is_file() and state.read_bytes() == old_state
     assert sorted(p.name for p in state_dir.iterdir()) == before
+    # An assemble-only run records the command that computes the numbers, and its own beside it.
+    assert main(["evaluate", "--grid", str(tmp_path / "toy.toml"), "--n", "8", "--out", str(out), "--phases", "",
+                 "--quiet"]) == 0
+    recorded = json.loads(out.read_text())
+    assert recorded["command"] == f"python -m cafe_core evaluate --grid {(tmp_path / 'toy.toml').as_posix()} --n 8"
+    assert recorded["command_this_run"].startswith("python -m cafe_core")  # sys.argv: here pytest's
 
 
 def test_worst_case_difference_uses_only_the_attacks_both_rows_have_run(tmp_path):
@@ -409,6 +415,18 @@ def test_a_finished_grid_is_up_to_date_until_a_setting_a_checkpoint_or_a_row_cha
     assert flagged.batch_size_of("autoattack") == 4 and flagged.batch_size_of("pgd") == 8
     assert GridSettings.from_recipe({"eps": 0.1}) == GridSettings(), "no [evaluation] table: the defaults"
     assert GridSettings().limits["autoattack"] == 1000 and GridSettings().steps["pgd"] == 30
+    # The command the grid JSON records names only what differs from the recipe, and parses back to
+    # the same settings (it reproduces every number, whatever this run did).
+    assert settings.command(config) == "python -m cafe_core evaluate --grid toy"
+    command = flagged.command(config, n_images=8)
+    assert command == ("python -m cafe_core evaluate --grid toy --n 8 --limit autoattack=2 "
+                       "--attack-batch-size autoattack=4")
+    from cafe_core.cli import build_parser
+    from cafe_core.cli.common import pairs
+
+    args = build_parser().parse_args(command.split()[3:])
+    assert args.n == 8 and GridSettings.from_recipe(config, limits=pairs(args.limit),
+                                                    batch_sizes=pairs(args.attack_batch_size)) == flagged
     with pytest.raises(TypeError, match="not both"):
         evaluate_grid(config, data, settings, steps={"pgd": 1})
     kwargs = dict(out=out, log=lambda _: None)

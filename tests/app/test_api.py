@@ -239,7 +239,7 @@ def _bad_files(folder):
 
     from PIL import Image
 
-    from tests.test_images import _png_header_only_bomb
+    from tests.data.test_images import _png_header_only_bomb
 
     good = io.BytesIO()
     Image.new("RGB", (40, 40), (200, 10, 10)).save(good, format="PNG")

@@ -11,7 +11,7 @@ from cafe_core.data.datasets import get_info
 from cafe_core.models import create_model
 from cafe_core.training.pipeline import pipeline_steps
 
-RECIPES = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "configs").glob("*.toml"))
+RECIPES = sorted(p.stem for p in (Path(__file__).resolve().parents[2] / "configs").glob("*.toml"))
 
 
 def test_the_paper_recipes_and_the_default_are_all_there():

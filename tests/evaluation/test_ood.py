@@ -14,7 +14,7 @@ from cafe_core.data.images import prepare_image
 from cafe_core.evaluation.ood import OOD_FILE, fit_ood, load_ood, save_ood
 from cafe_core.io.checkpoints import parent_record
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ROOT / "checkpoints" / "fashion_lite"
 CARD = {"dataset": "fashion-mnist", "backbone": "lite", "eps": 0.1, "config": {}, "seed": 0}
 

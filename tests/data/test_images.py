@@ -326,7 +326,7 @@ def test_fashion_mnist_style_leaves_the_test_set_unchanged(tmp_path):
 
 
 def test_fashion_mnist_style_leaves_the_gallery_unchanged():
-    gallery = sorted((Path(__file__).resolve().parents[1] / "assets" / "examples").glob("*.png"))
+    gallery = sorted((Path(__file__).resolve().parents[2] / "assets" / "examples").glob("*.png"))
     assert len(gallery) == 10
     for path in gallery:
         p = prepare_image(path, 1, 28, fashion_mnist=True)

@@ -1,0 +1,1 @@
+"""The app: its API through a local server, and a real Chromium."""

@@ -1,0 +1,1 @@
+"""Tests of cafe_core.attacks"""
