@@ -16,11 +16,11 @@ from pathlib import Path
 
 import torch
 
-from cafe_core.training.amr_gmm import AMRStage
-from cafe_core.models import create_model
 from cafe_core.io.provenance import provenance
 from cafe_core.io.reporting import markdown_table
 from cafe_core.io.serialization import atomic_write_text
+from cafe_core.models import create_model
+from cafe_core.training.amr_gmm import AMRStage
 from cafe_core.training.trainer import Precision, pick_device
 
 

@@ -16,7 +16,6 @@ requests and written as ``explore_p50_gradio_download_s``.)
 from __future__ import annotations
 
 import argparse
-from dataclasses import asdict
 import json
 import os
 import socket
@@ -24,18 +23,19 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from cafe_core.causal.feature_inversion import APP_INVERSION
-from cafe_core.serving.handlers import EXAMPLE_DIR
-from cafe_core.io.checkpoints import hardware, library_versions, read_card
-from cafe_core.serving.predict import checkpoint_dir
-from cafe_core.io.provenance import repo_relative
+from cafe_core.io.checkpoints import read_card
+from cafe_core.io.provenance import command_line, hardware, provenance, repo_relative
 from cafe_core.io.reporting import markdown_table
 from cafe_core.io.serialization import atomic_write_text
+from cafe_core.serving.handlers import EXAMPLE_DIR
+from cafe_core.serving.predict import checkpoint_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -139,8 +139,7 @@ def main() -> None:
               "explore_p50_gradio_download_s": statistics.median(library_times) if library_times else None,
               "gradio_download_requests": len(library_times), "attack": f"pgd-{args.steps}", "eps_255": eps_255,
               "feature_inversion_steps": APP_INVERSION.steps, "feature_inversion": asdict(APP_INVERSION), "target_p50_s": 1.0, "target_p95_s": 2.0,
-              "checkpoints": repo_relative(folder), "hardware": hardware(), "versions": library_versions(),
-              "command": " ".join(["python", "benchmarks/app_latency.py", *sys.argv[1:]]),
+              "checkpoints": repo_relative(folder), **provenance(command_line("benchmarks/app_latency.py")),
               "wall_s": time.perf_counter() - started}
     out = Path(args.out)
     atomic_write_text(out, json.dumps(result, indent=2) + "\n")

@@ -25,18 +25,18 @@ from typing import Any
 
 import torch
 
-from cafe_core.defenses.cafe_mode import CafeMode
-from cafe_core.io.checkpoints import load_backbone
-from cafe_core.io.config import load_config
 from cafe_core.data.datasets import load_split
+from cafe_core.defenses.cafe_mode import CafeMode
 from cafe_core.evaluation.grid import RobustnessGrid
 from cafe_core.evaluation.grid_rows import grid_models
 from cafe_core.evaluation.grid_settings import GridSettings
 from cafe_core.evaluation.grid_state import find_state
+from cafe_core.evaluation.statistics import paired_bootstrap_ci
+from cafe_core.io.checkpoints import load_backbone
+from cafe_core.io.config import load_config
 from cafe_core.io.provenance import provenance
 from cafe_core.io.reporting import markdown_table
 from cafe_core.io.serialization import atomic_write_text
-from cafe_core.evaluation.statistics import paired_bootstrap_ci
 
 ROOT = Path(__file__).resolve().parent.parent
 

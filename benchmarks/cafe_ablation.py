@@ -24,18 +24,18 @@ from typing import Any
 
 import torch
 
-from cafe_core.defenses.cafe_mode import CafeMode
-from cafe_core.io.checkpoints import load_backbone, read_card
-from cafe_core.io.config import load_config
 from cafe_core.data.datasets import load_split
+from cafe_core.defenses.cafe_mode import CafeMode
 from cafe_core.evaluation.grid import RobustnessGrid
 from cafe_core.evaluation.grid_markdown import verdict
 from cafe_core.evaluation.grid_settings import GridSettings
+from cafe_core.evaluation.statistics import paired_difference
+from cafe_core.io.checkpoints import load_backbone, read_card
+from cafe_core.io.config import load_config
 from cafe_core.io.provenance import command_line, provenance
 from cafe_core.io.reporting import markdown_table
 from cafe_core.io.serialization import atomic_write_text
 from cafe_core.training.stages import run_stage
-from cafe_core.evaluation.statistics import paired_difference
 
 ROOT = Path(__file__).resolve().parent.parent
 ABLATION = "benchmarks/cafe_ablation.py"

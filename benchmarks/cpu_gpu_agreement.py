@@ -19,14 +19,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from cafe_core.io.checkpoints import read_card
-from cafe_core.io.config import load_config
 from cafe_core.evaluation.evaluate import normalise_state_keys
 from cafe_core.evaluation.grid_rows import grid_models
 from cafe_core.evaluation.grid_state import current_state_files
+from cafe_core.evaluation.statistics import paired_bootstrap_ci
+from cafe_core.io.checkpoints import read_card
+from cafe_core.io.config import load_config
 from cafe_core.io.reporting import markdown_table
 from cafe_core.io.serialization import atomic_write_text
-from cafe_core.evaluation.statistics import paired_bootstrap_ci
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -16,16 +16,16 @@ from pathlib import Path
 
 import torch
 
-from cafe_core.defenses.cafe_mode import CafeMode
-from cafe_core.io.config import load_config, stage_config
-from cafe_core.training.defense_stage import DefenseStage
 from cafe_core.defenses import DEFENSES
+from cafe_core.defenses.cafe_mode import CafeMode
 from cafe_core.evaluation.grid_rows import GridRow, grid_rows
-from cafe_core.models import create_model
-from cafe_core.models.estimator import create_estimator
+from cafe_core.io.config import load_config, stage_config
 from cafe_core.io.provenance import provenance
 from cafe_core.io.reporting import markdown_table
 from cafe_core.io.serialization import atomic_write_text
+from cafe_core.models import create_model
+from cafe_core.models.estimator import create_estimator
+from cafe_core.training.defense_stage import DefenseStage
 from cafe_core.training.trainer import Precision, Runtime, pick_device
 
 

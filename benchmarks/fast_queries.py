@@ -20,11 +20,11 @@ from pathlib import Path
 
 import torch
 
-from cafe_core.io.checkpoints import load_backbone
-from cafe_core.io.config import load_config
 from cafe_core.data.datasets import load_split
 from cafe_core.evaluation.evaluate import evaluate_attacks
 from cafe_core.evaluation.grid_settings import DEFAULT_STEPS
+from cafe_core.io.checkpoints import load_backbone
+from cafe_core.io.config import load_config
 from cafe_core.io.provenance import provenance
 from cafe_core.io.reporting import markdown_table
 from cafe_core.io.serialization import atomic_write_text

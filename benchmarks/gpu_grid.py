@@ -40,8 +40,8 @@ import tarfile
 import time
 from pathlib import Path
 
-from cafe_core.io.config import load_config
 from cafe_core.evaluation.grid_rows import grid_models
+from cafe_core.io.config import load_config
 from cafe_core.io.serialization import atomic_write
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -24,15 +24,15 @@ import torch
 
 from benchmarks.amr_step_speed import timed
 from benchmarks.defense_step_speed import defense_stage
-from cafe_core.training.amr_gmm import AMRStage
-from cafe_core.attacks.registry import build_attack
-from cafe_core.training.classifier_stages import ClassifierStage
-from cafe_core.io.config import load_config, stage_config
 from cafe_core.attacks.causal_inversion import CausalInversion
-from cafe_core.models import create_model
+from cafe_core.attacks.registry import build_attack
+from cafe_core.io.config import load_config, stage_config
 from cafe_core.io.provenance import provenance
 from cafe_core.io.reporting import markdown_table
 from cafe_core.io.serialization import atomic_write_text
+from cafe_core.models import create_model
+from cafe_core.training.amr_gmm import AMRStage
+from cafe_core.training.classifier_stages import ClassifierStage
 from cafe_core.training.trainer import Precision, Runtime, pick_device
 
 EPS, EPS_INV = 8 / 255, 4 / 255

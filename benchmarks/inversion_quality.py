@@ -27,12 +27,12 @@ from typing import Any
 
 import torch
 
-from cafe_core.data.datasets import load_split
 from cafe_core.causal.feature_inversion import APP_INVERSION, CLI_INVERSION, InversionSetting
-from cafe_core.serving.predict import checkpoint_dir, load_stage
+from cafe_core.data.datasets import load_split
 from cafe_core.io.provenance import provenance
 from cafe_core.io.reporting import markdown_table
 from cafe_core.io.serialization import atomic_write_text
+from cafe_core.serving.predict import checkpoint_dir, load_stage
 
 ROOT = Path(__file__).resolve().parent.parent
 # name -> feature_inversion keyword arguments. "app" and "cli_figure" are what the app and the

@@ -52,13 +52,14 @@ import httpx
 
 from benchmarks.app_latency import free_port, percentile, wait_until_up
 from benchmarks.gradio_http import GradioCallError, GradioHTTP
-from cafe_core.io.checkpoints import hardware, library_versions, read_card
+from cafe_core.io.checkpoints import read_card
+from cafe_core.io.provenance import command_line, provenance
+from cafe_core.io.reporting import markdown_table
+from cafe_core.io.serialization import atomic_write_text
 from cafe_core.serving.gallery import lesson_example as gallery_lesson_example
 from cafe_core.serving.gallery import read_manifest
 from cafe_core.serving.lesson import LESSON_TITLES
 from cafe_core.serving.predict import checkpoint_dir
-from cafe_core.io.reporting import markdown_table
-from cafe_core.io.serialization import atomic_write_text
 from cafe_core.serving.settings import DEFAULT_SEED, DEFAULT_STEPS, default_eps_255
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -529,9 +530,8 @@ def main(argv: list[str] | None = None) -> None:
                                    None if r.seconds is None else round(r.seconds, 3)] for r in records]}, "server_stderr_tail": stderr_tail if errors else "",
         "steps": args.steps, "default_eps_255": default_eps, "attack": f"pgd-{args.steps}", "network": "adv",
         "checkpoint_set": set_name, "think_s": args.think_s, "targets": TARGETS[args.scenario],
-        "hardware": hardware(), "cpu_count": os.cpu_count(), "versions": library_versions(),
+        "cpu_count": os.cpu_count(), **provenance(command_line("benchmarks/load_test.py", argv)),
         "client": "benchmarks/gradio_http.py (raw HTTP: upload, /gradio_api/call, SSE, one GET per picture)",
-        "command": " ".join(["python", "benchmarks/load_test.py", *(argv if argv is not None else sys.argv[1:])]),
     }
     if classroom:
         result["plan"] = {"lesson_steps": list(LESSON_TITLES), "gallery_per_client": GALLERY_PER_CLIENT,

@@ -47,10 +47,10 @@ import numpy as np
 import torch
 
 from benchmarks import ood_sets as S
-from cafe_core.io.checkpoints import hardware, library_versions
-from cafe_core.io.config import load_config
 from cafe_core.data.datasets import load_split
 from cafe_core.evaluation.ood import load_ood
+from cafe_core.io.config import load_config
+from cafe_core.io.provenance import command_line, provenance
 from cafe_core.io.reporting import markdown_table
 from cafe_core.io.serialization import atomic_write_text
 
@@ -171,8 +171,7 @@ def main(argv: list[str] | None = None) -> int:
                      "method": detector.card.get("method"), "parent_sha256": detector.card["parent"]["sha256"],
                      "tied_threshold": tied_threshold},
         "seconds": round(time.perf_counter() - started, 1), "build_seconds": round(build_seconds, 1),
-        "command": "python benchmarks/ood.py " + " ".join(sys.argv[1:] if argv is None else argv),
-        "hardware": hardware(), "versions": library_versions(),
+        **provenance(command_line("benchmarks/ood.py", argv)),
     }
     out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / f"ood_{args.config}.json"
     atomic_write_text(out, json.dumps(result, indent=2) + "\n")

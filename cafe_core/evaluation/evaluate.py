@@ -19,7 +19,7 @@ from tqdm import tqdm
 from .. import distributed
 from ..attacks.registry import build_attack
 from ..data.datasets import ImageTensors, make_loader
-from ..io.checkpoints import cpu_name, hardware
+from ..io.provenance import cpu_name, hardware
 from ..io.serialization import atomic_write_text
 
 

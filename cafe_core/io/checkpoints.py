@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import time
 from pathlib import Path
 from typing import Any, Mapping
@@ -17,7 +16,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from .provenance import repo_relative
+from .provenance import provenance, repo_relative
 from .serialization import atomic_write_text, load_tensors, save_tensors, sha256_file
 
 CARD_VERSION = 1
@@ -29,30 +28,6 @@ class CheckpointError(ValueError):
 
 def card_path(weights: str | Path) -> Path:
     return Path(weights).with_suffix(".json")
-
-
-def library_versions() -> dict[str, str]:
-    """Versions of the libraries a result depends on."""
-    import importlib.metadata as md
-
-    versions = {"python": platform.python_version(), "torch": torch.__version__}
-    for package in ("torchvision", "torchattacks", "safetensors", "numpy", "captum"):
-        try:
-            versions[package] = md.version(package)
-        except md.PackageNotFoundError:
-            pass
-    return versions
-
-
-def cpu_name() -> str:
-    """``CPU (<processor>)``, without the thread count."""
-    return f"CPU ({platform.processor() or platform.machine()})"
-
-
-def hardware() -> str:
-    if torch.cuda.is_available():
-        return f"{torch.cuda.get_device_name(0)} x{torch.cuda.device_count()}"
-    return f"{cpu_name()}, {torch.get_num_threads()} threads"
 
 
 def save_checkpoint(weights: str | Path, modules: Mapping[str, nn.Module], card: dict[str, Any],
@@ -96,14 +71,15 @@ def save_checkpoint(weights: str | Path, modules: Mapping[str, nn.Module], card:
 def _full_card(card: dict[str, Any], weights: Path, sha256: str, modules: Mapping[str, nn.Module],
                dtype: torch.dtype | None) -> dict[str, Any]:
     full = dict(card)
+    made = provenance(card.get("command", ""))
     full.update({
         "card_version": CARD_VERSION,
         "weights": weights.name,
         "sha256": sha256,
         "modules": list(modules),
         "storage_dtype": str(dtype or "as trained").replace("torch.", ""),
-        "versions": library_versions(),
-        "hardware": card.get("hardware", hardware()),
+        "versions": made["versions"],
+        "hardware": card.get("hardware", made["hardware"]),
         "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     })
     return full

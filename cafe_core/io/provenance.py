@@ -4,9 +4,12 @@ hardware, the library versions and the command that reproduces it."""
 from __future__ import annotations
 
 import os
+import platform
 import sys
 from pathlib import Path
 from typing import Any, Sequence
+
+import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[2]  # cafe_core/io/provenance.py -> the repository
 
@@ -32,10 +35,33 @@ def command_line(program: str | None = None, argv: Sequence[str] | None = None) 
     return " ".join(["python", program, *(sys.argv[1:] if argv is None else argv)])
 
 
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries a result depends on."""
+    import importlib.metadata as md
+
+    versions = {"python": platform.python_version(), "torch": torch.__version__}
+    for package in ("torchvision", "torchattacks", "safetensors", "numpy", "captum"):
+        try:
+            versions[package] = md.version(package)
+        except md.PackageNotFoundError:
+            pass
+    return versions
+
+
+def cpu_name() -> str:
+    """``CPU (<processor>)``, without the thread count."""
+    return f"CPU ({platform.processor() or platform.machine()})"
+
+
+def hardware() -> str:
+    """The machine in words: the GPU and how many, or the CPU and torch's thread count."""
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name(0)} x{torch.cuda.device_count()}"
+    return f"{cpu_name()}, {torch.get_num_threads()} threads"
+
+
 def provenance(command: str | None = None) -> dict[str, Any]:
     """What a result file records about its making: ``hardware`` (the machine), ``versions`` (the
     libraries) and ``command`` (default: ``command_line()`` of this process)."""
-    from .checkpoints import hardware, library_versions
-
     return {"hardware": hardware(), "versions": library_versions(),
             "command": command_line() if command is None else command}

@@ -155,10 +155,9 @@ def lesson_example(examples: list[Path], manifest: dict[str, Any] | None) -> Pat
 def main(argv: list[str] | None = None) -> int:
     """``python -m cafe_core.serving.gallery``: pick the gallery from the test set and write it."""
     import argparse
-    import sys
 
     from ..data.datasets import load_split
-    from ..io.checkpoints import hardware
+    from ..io.provenance import command_line, provenance
     from .lab import Lab
     from .settings import explore_defaults
 
@@ -181,12 +180,12 @@ def main(argv: list[str] | None = None) -> int:
     images, labels = test.images.float() / 255, test.labels
     settings = explore_defaults(card["eps"])
     examples = select_gallery(lab, images, labels, settings, args.scan)
+    made = provenance(command_line("-m cafe_core.serving.gallery", argv))
     manifest = {"rule": RULE.format(scan=args.scan), "settings": {**settings, "network": "adv"},
                 "backbone_sha256": card["sha256"], "amr_sha256": lab.bundle.card["sha256"],
                 "ood_sha256": lab.ood.card.get("sha256") if lab.ood is not None else None,
                 "standard_sha256": lab.backbones["standard"].card["sha256"] if "standard" in lab.backbones else None,
-                "dataset": card["dataset"], "split": "test", "hardware": hardware(),
-                "command": "python -m cafe_core.serving.gallery " + " ".join(sys.argv[1:] if argv is None else argv)}
+                "dataset": card["dataset"], "split": "test", **made}
     path = write_gallery(args.out, images, examples, manifest)
     fooled = sum(not e["adversarial_correct"] for e in examples)
     print(f"wrote {path}: ADV fooled on {fooled} of {len(examples)} examples")

@@ -20,7 +20,8 @@ from PIL import Image, ImageDraw
 
 from ..causal.analysis import AMRBundle
 from ..data.images import image_from_uint8
-from ..io.checkpoints import CheckpointError, library_versions
+from ..io.checkpoints import CheckpointError
+from ..io.provenance import library_versions
 from ..io.serialization import atomic_write, atomic_write_text
 from .compare import DefenseSet, compare_defenses
 from .explore import ExploreResult, explore

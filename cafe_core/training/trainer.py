@@ -31,8 +31,9 @@ from tqdm import tqdm
 
 from .. import distributed
 from ..data.datasets import ImageTensors, make_loader
-from ..io.checkpoints import hardware, save_checkpoint
+from ..io.checkpoints import save_checkpoint
 from ..io.config import digest
+from ..io.provenance import hardware
 from ..io.serialization import load_state, save_state
 
 
