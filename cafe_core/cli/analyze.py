@@ -4,92 +4,38 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
-
-import torch
 
 from .common import command_line, setup
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..causal.analysis import causal_analysis, default_eps_inv, load_amr
-    from ..data.datasets import load_split
-    from ..io.provenance import provenance, repo_relative
+    from ..causal.study import write_figure_only, write_study
     from ..io.reporting import causal_markdown
-    from ..io.serialization import atomic_write_text
 
     if args.from_report:
         return rerun_report_command(args)
     if not args.amr:
         raise SystemExit("analyze needs --amr (or --from-report)")
     device = setup(args)
-    bundle = load_amr(args.amr, device)
-    card = bundle.card
-    cfg = card["config"]
-    config_name = card.get("config_name") or "model"
-    eps_inv = args.eps_inv if args.eps_inv is not None else default_eps_inv(card)
-    test = load_split(card["dataset"], "test", args.data_root, cfg["n_val"], cfg["seed"], limit=args.n)
+    where = dict(out=args.out, device=device, data_root=args.data_root, command=command_line())
     if args.figure_only:
-        out = Path(args.out or f"benchmarks/results/causal_{config_name}.json")
-        figure = fig3_for(bundle, test, args, out.with_name(out.stem + "_fig3.png"), device)
-        if out.is_file():  # record how the figure beside the results was made
-            saved = json.loads(out.read_text())
-            saved.update(figure=str(figure), figure_command=command_line())
-            atomic_write_text(out, json.dumps(saved, indent=2) + "\n")
-        print(f"wrote {figure}")
+        print(f"wrote {write_figure_only(args.amr, study_settings(args), **where)}")
         return 0
-    common = dict(attack=args.attack, eps=args.eps, steps=args.steps, inversion_steps=args.inversion_steps,
-                  seed=args.seed, batch_size=args.batch_size, device=device, progress=not args.quiet)
-    started = time.perf_counter()
-    sweep = []
-    for value in [float(v) for v in args.sweep_eps_inv.split(",") if v.strip()]:
-        part = causal_analysis(bundle, test.subset(torch.arange(min(args.sweep_n, len(test)))), eps_inv=value, **common)
-        sweep.append({"eps_inv": value, "kl_x1000": part["kl_x1000"], "inverted_accuracy": part["accuracy"]["inverted"],
-                      "h_zero_kl_x1000": part["controls"]["h_zero"]["kl_x1000"], "n_images": part["n_images"]})
-    result = causal_analysis(bundle, test, eps_inv=eps_inv, **common)
-    result.update({"eps_inv_sweep": sweep, "checkpoint": repo_relative(args.amr), "sha256": card["sha256"],
-                   "parent": card["parent"], "dataset": card["dataset"], "backbone": card["backbone"],
-                   "split": "test", "seconds": round(time.perf_counter() - started, 1),
-                   **provenance(command_line())})
-    out = Path(args.out or f"benchmarks/results/causal_{config_name}.json")
-    if args.figure_n > 0:
-        result["figure"] = str(fig3_for(bundle, test, args, out.with_name(out.stem + "_fig3.png"), device))
-    atomic_write_text(out, json.dumps(result, indent=2) + "\n")
-    table = causal_markdown(result)
-    atomic_write_text(out.with_suffix(".md"), table + "\n")
-    print(table)
+    result, out = write_study(args.amr, study_settings(args), progress=not args.quiet, **where)
+    print(causal_markdown(result))
     print(f"wrote {out} ({result['seconds']:.0f} s)")
     return 0
 
 
-def fig3_for(bundle, test, args: argparse.Namespace, path: Path, device: torch.device) -> Path:
-    """Fig. 3-style grid for ``args.figure_n`` test images: by default the first ones the attack
-    fools (correct when clean, wrong when attacked), as in the paper's figure."""
-    from ..attacks.registry import build_attack
-    from ..causal.feature_inversion import feature_inversion, fig3_grid, fig3_targets, make_start
-    from ..causal.predictions import causal_view
+def study_settings(args: argparse.Namespace):
+    """The analysis settings from ``analyze``'s flags."""
+    from ..causal.study import StudySettings
 
-    card = bundle.card
-    eps = card["eps"] if args.eps is None else args.eps
-    attacker = build_attack(args.attack, bundle.backbone, eps, args.steps, args.seed, bundle.backbone.num_classes)
-    pool = test[list(range(min(len(test), 50 * args.figure_n)))]
-    images, labels = pool[0].to(device), pool[1].to(device)
-    torch.manual_seed(args.seed)
-    adversarial = attacker(images, labels)
-    with torch.no_grad():
-        fooled = (bundle.backbone(images).argmax(1) == labels) & (bundle.backbone(adversarial).argmax(1) != labels)
-    chosen = (fooled.nonzero().flatten() if args.figure_select == "fooled" else torch.arange(len(labels)))
-    chosen = chosen[: args.figure_n]
-    images, labels, adversarial = images[chosen], labels[chosen], adversarial[chosen]
-    view = causal_view(bundle.backbone, bundle.causal_estimator, bundle.counterfactual_generator, images, adversarial)
-    # Same grey start for every column, so each picture shows what its feature alone encodes.
-    start = make_start(tuple(images.shape), seed=args.seed, device=images.device)
-    inversions = feature_inversion(bundle.backbone, fig3_targets(view), start, seed=args.seed)
-    what = "images the attack fools" if args.figure_select == "fooled" else "first test images"
-    return fig3_grid(images, inversions, labels, test.class_names, path,
-                     title=f"{card['dataset']} {card['backbone']}: feature inversions under "
-                           f"{args.attack}-{args.steps} ({what})")
+    return StudySettings(attack=args.attack, steps=args.steps, eps=args.eps, eps_inv=args.eps_inv,
+                         inversion_steps=args.inversion_steps, seed=args.seed, batch_size=args.batch_size, n=args.n,
+                         sweep_eps_inv=tuple(float(v) for v in args.sweep_eps_inv.split(",") if v.strip()),
+                         sweep_n=args.sweep_n, figure_n=args.figure_n, figure_select=args.figure_select)
 
 
 def rerun_report_command(args: argparse.Namespace) -> int:

@@ -6,6 +6,7 @@ import argparse
 import json
 import time
 from pathlib import Path
+from typing import Sequence
 
 import torch
 
@@ -64,8 +65,6 @@ def evaluate_checkpoint(args: argparse.Namespace, device: torch.device) -> int:
 
 
 def evaluate_grid_command(args: argparse.Namespace) -> int:
-    from ..data.datasets import load_split
-    from ..evaluation.grid import evaluate_grid
     from ..evaluation.grid_markdown import robustness_markdown
     from ..evaluation.grid_settings import PHASES, GridSettings
     from ..io.config import load_config
@@ -78,7 +77,6 @@ def evaluate_grid_command(args: argparse.Namespace) -> int:
     unknown = [p for p in phases if p not in PHASES]
     if unknown:
         raise SystemExit(f"unknown phase(s) {unknown}; known: {', '.join(PHASES)}")
-    dataset = load_split(config["dataset"], "test", args.data_root, config["n_val"], config["seed"], limit=args.n)
     defenses = [d.strip() for d in args.defenses.split(",")] if args.defenses else None
     # The recipe's [evaluation] tables are the defaults; flags given here override them per attack.
     settings = GridSettings.from_recipe(config, limits=pairs(args.limit), steps=pairs(args.steps),
@@ -86,13 +84,26 @@ def evaluate_grid_command(args: argparse.Namespace) -> int:
                                         batch_sizes=pairs(args.attack_batch_size), seed=args.seed,
                                         curve_attacks=names(args.curve_attacks))
     labels = names(args.models) if args.models else None
-    # The JSON's command computes every number (all phases and rows, state reused); this run's may
-    # only have assembled the table or run one phase of one row.
-    result = evaluate_grid(config, dataset, settings, phases=phases, defenses=defenses, labels=labels, out=args.out,
-                           device=device, progress=not args.quiet, command=settings.command(config, args.n, recipe_name(args.grid)),
-                           run_command=command_line())
+    result = run_grid(args.grid, config, settings, phases=phases, defenses=defenses, labels=labels, n=args.n,
+                      out=args.out, device=device, data_root=args.data_root, progress=not args.quiet)
     print(robustness_markdown(result))
     return 0
+
+
+def run_grid(recipe: str, config: dict, settings, *, phases: Sequence[str], defenses: Sequence[str] | None = None,
+             labels: Sequence[str] | None = None, n: int | None = None, out: str | None = None,
+             device: torch.device | str = "cpu", data_root: str | None = None, progress: bool = True) -> dict:
+    """The grid of recipe ``recipe`` (its name or .toml path) on its test split (the first ``n``
+    images), as ``evaluate --grid`` and the pipeline run it; returns the grid JSON's content."""
+    from ..data.datasets import load_split
+    from ..evaluation.grid import evaluate_grid
+
+    dataset = load_split(config["dataset"], "test", data_root, config["n_val"], config["seed"], limit=n)
+    # The JSON's command computes every number (all phases and rows, state reused); this run's may
+    # only have assembled the table or run one phase of one row.
+    return evaluate_grid(config, dataset, settings, phases=phases, defenses=defenses, labels=labels, out=out,
+                         device=device, progress=progress, command=settings.command(config, n, recipe_name(recipe)),
+                         run_command=command_line())
 
 
 def recipe_name(grid: str) -> str:

@@ -1,5 +1,6 @@
-"""``python -m cafe_core pipeline``: every stage of a recipe in order (see ``cafe_core.training.pipeline``); its analysis
-and evaluation steps run the ``analyze`` and ``evaluate --grid`` commands with the recipe's settings."""
+"""``python -m cafe_core pipeline``: every stage of a recipe in order (see ``cafe_core.training.pipeline``); its
+analysis and evaluation steps call what the ``analyze`` and ``evaluate --grid`` commands call, with the
+recipe's settings."""
 from __future__ import annotations
 
 import argparse
@@ -10,11 +11,13 @@ from .common import command_line, names, setup
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..causal.study import StudySettings, write_study
+    from ..evaluation.grid_markdown import robustness_markdown
+    from ..evaluation.grid_settings import PHASES, GridSettings
     from ..io.config import load_config
+    from ..io.reporting import causal_markdown
     from ..training.pipeline import pipeline_steps, run_pipeline, stale_reason
-    from . import build_parser
-    from .analyze import run as run_analyze
-    from .evaluate import evaluate_grid_command
+    from .evaluate import run_grid
 
     device = setup(args)
     config = load_config(args.config)
@@ -22,23 +25,20 @@ def run(args: argparse.Namespace) -> int:
         for step in pipeline_steps(config):
             print(f"{step.name:28s} {stale_reason(config, step) or 'up to date'}")
         return 0
-    common = (["--threads", str(args.threads)] if args.threads else []) + (["--quiet"] if args.quiet else []) + \
-        (["--data-root", args.data_root] if args.data_root else []) + (["--device", args.device] if args.device else [])
-    folder = Path(config["checkpoint_dir"])
     analysis = config.get("analysis", {})
-    evaluation = config.get("evaluation", {})
 
     def analyze() -> None:
-        argv = ["analyze", "--amr", str(folder / "amr.safetensors"), "--attack", analysis.get("attack", "pgd"),
-                "--steps", str(analysis.get("steps", 20)), "--inversion-steps", str(analysis.get("inversion_steps", 3))]
-        run_analyze(build_parser().parse_args(argv + common))
+        settings = StudySettings(attack=analysis.get("attack", "pgd"), steps=analysis.get("steps", 20),
+                                 inversion_steps=analysis.get("inversion_steps", 3))
+        result, _ = write_study(Path(config["checkpoint_dir"]) / "amr.safetensors", settings, device=device,
+                                data_root=args.data_root, progress=not args.quiet, command=command_line())
+        print(causal_markdown(result))
 
     def evaluate() -> None:
-        argv = ["evaluate", "--grid", args.config]
-        for flag, table in (("--limit", "limits"), ("--steps", "steps"), ("--curve-n", "curve_n")):
-            for key, value in evaluation.get(table, {}).items():
-                argv += [flag, f"{key}={value}"]
-        evaluate_grid_command(build_parser().parse_args(argv + common))
+        # The recipe's [evaluation] tables are GridSettings' defaults: nothing to pass on.
+        result = run_grid(args.config, config, GridSettings.from_recipe(config), phases=PHASES, device=device,
+                          data_root=args.data_root, progress=not args.quiet)
+        print(robustness_markdown(result))
 
     started = time.perf_counter()
     records = run_pipeline(config, only=names(args.only), skip=names(args.skip), device=device,
