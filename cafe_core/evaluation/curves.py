@@ -13,6 +13,10 @@ from ..io.serialization import atomic_write
 #: The curves' attacks in drawing order, with their short legend names.
 CURVE_ATTACKS = (("pgd", "PGD"), ("autoattack", "AA"))
 DEFENSE_COLOURS = {"adv": "#4c78a8", "trades": "#f58518", "mart": "#54a24b", "awp": "#b279a2", "help": "#e45756"}
+#: One look for both renderers: colour per defense, line style per CAFE mode (matplotlib, plotly),
+#: marker per attack (matplotlib, plotly).
+MODE_DASHES = {CafeMode.BASELINE: (":", "dot"), CafeMode.CAFE: ("-", "solid"), CafeMode.CONTROL_H0: ("-.", "dashdot")}
+ATTACK_MARKERS = {"pgd": ("o", "circle"), "autoattack": ("s", "square")}
 
 
 @dataclass(frozen=True)
@@ -53,11 +57,10 @@ def curves_png(result: dict[str, Any], path: str | Path) -> Path | None:
         return None
     fig = Figure(figsize=(7.5, 4.2), dpi=120)
     ax = fig.add_subplot(1, 1, 1)
-    styles = {CafeMode.BASELINE: ":", CafeMode.CAFE: "-", CafeMode.CONTROL_H0: "-."}
-    markers, names = {"pgd": "o", "autoattack": "s"}, dict(CURVE_ATTACKS)
+    names = dict(CURVE_ATTACKS)
     for line in series:
-        ax.plot(line.eps_255, [float("nan") if v is None else v for v in line.accuracy], styles[line.mode],
-                marker=markers[line.attack], markersize=3, color=DEFENSE_COLOURS.get(line.defense, "grey"),
+        ax.plot(line.eps_255, [float("nan") if v is None else v for v in line.accuracy], MODE_DASHES[line.mode][0],
+                marker=ATTACK_MARKERS[line.attack][0], markersize=3, color=DEFENSE_COLOURS.get(line.defense, "grey"),
                 label=f"{short_defense_name(line.defense, line.mode)} {names[line.attack]}")
     first = next(r for r in result["rows"] if r.get("eps_curve", {}).get("accuracy"))
     n = first["eps_curve"].get("n_images", {})

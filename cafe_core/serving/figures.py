@@ -5,7 +5,7 @@ from typing import Sequence
 
 import plotly.graph_objects as go
 
-from ..evaluation.curves import curve_series
+from ..evaluation.curves import ATTACK_MARKERS, DEFENSE_COLOURS, MODE_DASHES, curve_series
 from ..evaluation.names import defense_name
 from .explore import ExploreResult
 
@@ -46,14 +46,15 @@ def channel_bars(result: ExploreResult) -> go.Figure:
 
 
 def robustness_curves(result: dict) -> go.Figure:
-    """Robust accuracy vs eps for every model of a robustness JSON (PGD solid, AutoAttack dashed):
-    the series of ``curves.curve_series``, as the README's ``curves_png`` draws them."""
+    """Robust accuracy vs eps for every model of a robustness JSON: the series of
+    ``curves.curve_series`` in the README picture's look (colour per defense, line style per CAFE
+    mode: baseline dotted, CAFE solid, h = 0 control dash-dot; marker per attack)."""
     fig = go.Figure()
-    dashes = {"pgd": "solid", "autoattack": "dash"}
     for line in curve_series(result):
         fig.add_scatter(x=line.eps_255, y=line.accuracy, mode="lines+markers",
                         name=f"{defense_name(line.defense, line.mode)}, {line.attack}",
-                        line=dict(dash=dashes[line.attack]))
+                        line=dict(dash=MODE_DASHES[line.mode][1], color=DEFENSE_COLOURS.get(line.defense, "grey")),
+                        marker=dict(symbol=ATTACK_MARKERS[line.attack][1], size=6))
     fig.update_layout(xaxis=dict(title="eps (/255)"), yaxis=dict(title="robust accuracy %", range=[0, 100]),
                       height=380, margin=dict(l=50, r=10, t=30, b=40), title="Robust accuracy vs attack radius")
     return fig

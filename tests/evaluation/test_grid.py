@@ -194,7 +194,11 @@ def test_the_eps_curves_are_one_series_drawn_by_both_renderers(tmp_path):
     figure = robustness_curves(result)
     assert [(list(t.x), list(t.y)) for t in figure.data] == [(e[3], e[4]) for e in expected]
     assert figure.data[1].name == "ADV, autoattack" and figure.data[2].name == "ADV + CAFE, pgd"
-    assert [t.line.dash for t in figure.data[:2]] == ["solid", "dash"]
+    # The app's figure looks like the README's picture: line style per CAFE mode, marker per attack,
+    # colour per defense.
+    assert [(t.line.dash, t.marker.symbol) for t in figure.data[:3]] == [("dot", "circle"), ("dot", "square"),
+                                                                          ("solid", "circle")]
+    assert len({t.line.color for t in figure.data}) == 5
     assert None in figure.data[1].y, "AutoAttack skips 0.25 x eps: a gap, not a zero"
     png = curves_png(result, tmp_path / "curves.png")
     assert png.read_bytes()[:4] == b"\x89PNG"
