@@ -60,13 +60,25 @@ val_images = 64
 TRAIN = ["--limit", "256", "--threads", "1", "--quiet", "--device", "cpu"]
 
 
-def torchrun(*args: str, timeout: int = 240) -> str:
-    """``python -m torch.distributed.run --nproc_per_node 2 --standalone <args>``; its output."""
+def start_torchrun(*args: str) -> subprocess.Popen:
+    """``python -m torch.distributed.run --nproc_per_node 2 --standalone <args>``, started."""
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
-                           *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return done.stdout
+    return subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
+                             *args], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish(run: subprocess.Popen, timeout: int = 240) -> str:
+    """Wait for a started torchrun; its output (the test fails with its tail if it failed)."""
+    try:
+        stdout, stderr = run.communicate(timeout=timeout)
+    finally:
+        run.kill()
+    assert run.returncode == 0, stdout[-3000:] + stderr[-3000:]
+    return stdout
+
+
+def torchrun(*args: str, timeout: int = 240) -> str:
+    return finish(start_torchrun(*args), timeout)
 
 
 def in_float64(argv: list[str]) -> None:
@@ -158,8 +170,11 @@ def test_collective_helpers_on_two_ranks():
 @pytest.mark.slow
 def test_adv_stage_on_two_ranks_matches_one_process(tmp_path, config):
     args = ["train", "--stage", "adv", "--config", str(config), "--sync-bn", *TRAIN]
-    torchrun("tests/float64_cli.py", *args, "--out", str(tmp_path / "two.safetensors"))
-    in_float64(args + ["--out", str(tmp_path / "one.safetensors")])
+    ranks = start_torchrun("tests/float64_cli.py", *args, "--out", str(tmp_path / "two.safetensors"))
+    try:
+        in_float64(args + ["--out", str(tmp_path / "one.safetensors")])  # meanwhile, in this process
+    finally:
+        finish(ranks)
     (two, two_card), (one, one_card) = load_checkpoint(tmp_path / "two.safetensors"), \
         load_checkpoint(tmp_path / "one.safetensors")
     assert max_difference(one["model"], two["model"]) < 1e-9
@@ -176,8 +191,11 @@ def test_amr_stage_on_two_ranks_matches_one_process(tmp_path, config):
     save_checkpoint(parent, {"model": make_lite(seed=3)}, {"dataset": "fashion-mnist", "backbone": "lite",
                                                            "eps": 0.1, "config": {}, "stage": "adv", "parent": None})
     args = ["train", "--stage", "amr", "--config", str(config), "--parent", str(parent), *TRAIN]
-    torchrun("tests/float64_cli.py", *args, "--out", str(tmp_path / "two.safetensors"))
-    in_float64(args + ["--out", str(tmp_path / "one.safetensors")])
+    ranks = start_torchrun("tests/float64_cli.py", *args, "--out", str(tmp_path / "two.safetensors"))
+    try:
+        in_float64(args + ["--out", str(tmp_path / "one.safetensors")])  # meanwhile, in this process
+    finally:
+        finish(ranks)
     (two, two_card), (one, one_card) = load_checkpoint(tmp_path / "two.safetensors"), \
         load_checkpoint(tmp_path / "one.safetensors")
     for name in ("h", "g"):
