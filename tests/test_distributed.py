@@ -92,6 +92,17 @@ def in_float64(argv: list[str]) -> None:
         torch.set_num_threads(threads)
 
 
+def two_ranks_and_one(args: list[str], folder: Path) -> tuple[tuple[dict, dict], tuple[dict, dict]]:
+    """The CLI ``args`` in float64 on 2 torchrun ranks (``two.safetensors``) and, meanwhile, in
+    this process (``one.safetensors``); both checkpoints as (states, card)."""
+    ranks = start_torchrun("tests/float64_cli.py", *args, "--out", str(folder / "two.safetensors"))
+    try:
+        in_float64(args + ["--out", str(folder / "one.safetensors")])
+    finally:
+        finish(ranks)
+    return load_checkpoint(folder / "two.safetensors"), load_checkpoint(folder / "one.safetensors")
+
+
 def max_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
     assert a.keys() == b.keys()
     return max(float((a[k].double() - b[k].double()).abs().max()) for k in a)
@@ -170,13 +181,7 @@ def test_collective_helpers_on_two_ranks():
 @pytest.mark.slow
 def test_adv_stage_on_two_ranks_matches_one_process(tmp_path, config):
     args = ["train", "--stage", "adv", "--config", str(config), "--sync-bn", *TRAIN]
-    ranks = start_torchrun("tests/float64_cli.py", *args, "--out", str(tmp_path / "two.safetensors"))
-    try:
-        in_float64(args + ["--out", str(tmp_path / "one.safetensors")])  # meanwhile, in this process
-    finally:
-        finish(ranks)
-    (two, two_card), (one, one_card) = load_checkpoint(tmp_path / "two.safetensors"), \
-        load_checkpoint(tmp_path / "one.safetensors")
+    (two, two_card), (one, one_card) = two_ranks_and_one(args, tmp_path)
     assert max_difference(one["model"], two["model"]) < 1e-9
     assert_same_history(one_card, two_card)
     # Only rank 0 wrote: weights + card, no resume file left, and the card says how it ran.
@@ -191,13 +196,7 @@ def test_amr_stage_on_two_ranks_matches_one_process(tmp_path, config):
     save_checkpoint(parent, {"model": make_lite(seed=3)}, {"dataset": "fashion-mnist", "backbone": "lite",
                                                            "eps": 0.1, "config": {}, "stage": "adv", "parent": None})
     args = ["train", "--stage", "amr", "--config", str(config), "--parent", str(parent), *TRAIN]
-    ranks = start_torchrun("tests/float64_cli.py", *args, "--out", str(tmp_path / "two.safetensors"))
-    try:
-        in_float64(args + ["--out", str(tmp_path / "one.safetensors")])  # meanwhile, in this process
-    finally:
-        finish(ranks)
-    (two, two_card), (one, one_card) = load_checkpoint(tmp_path / "two.safetensors"), \
-        load_checkpoint(tmp_path / "one.safetensors")
+    (two, two_card), (one, one_card) = two_ranks_and_one(args, tmp_path)
     for name in ("h", "g"):
         assert max_difference(one[name], two[name]) < 1e-6, name
     assert_same_history(one_card, two_card)
