@@ -25,10 +25,10 @@ import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 import httpx
 
+from benchmarks.gradio_http import GradioHTTP
 from cafe_core.causal.feature_inversion import APP_INVERSION
 from cafe_core.io.checkpoints import read_card
 from cafe_core.io.provenance import command_line, hardware, provenance, repo_relative
@@ -58,19 +58,6 @@ def wait_until_up(url: str, process: subprocess.Popen, timeout: float) -> float:
             pass
         time.sleep(0.1)
     raise TimeoutError(f"the app did not answer within {timeout:.0f} s")
-
-
-def fetch_outputs(http: httpx.Client, output: Any, root: str) -> int:
-    """GET every file a prediction refers to (like a browser showing it); returns the count."""
-    if isinstance(output, dict):
-        if isinstance(output.get("url"), str):
-            url = output["url"] if output["url"].startswith("http") else root.rstrip("/") + "/" + output["url"].lstrip("/")
-            http.get(url).raise_for_status()
-            return 1
-        return sum(fetch_outputs(http, v, root) for v in output.values())
-    if isinstance(output, (list, tuple)):
-        return sum(fetch_outputs(http, v, root) for v in output)
-    return 0
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -103,7 +90,7 @@ def main() -> None:
         url = f"http://127.0.0.1:{port}/"
         startup = wait_until_up(url, process, 120)
         client = gradio_client.Client(url, verbose=False, download_files=False)
-        http = httpx.Client(timeout=60)
+        browser = GradioHTTP(url, timeout=60)  # fetches each answer's pictures, as a browser does
         folder = checkpoint_dir(args.checkpoints)
         eps_255 = round(255 * read_card(folder / "adv.safetensors")["eps"])
 
@@ -117,7 +104,7 @@ def main() -> None:
         for i in range(args.requests):
             t0 = time.perf_counter()
             out = explore(client, i)
-            files = fetch_outputs(http, out, url)
+            files = browser.fetch_files(out)
             times.append(time.perf_counter() - t0)
             defenses = len(out[5]["data"])
         t0 = time.perf_counter()

@@ -85,8 +85,8 @@ def fig3_figure(bundle: AMRBundle, test: ImageTensors, settings: StudySettings, 
 
 
 def _test_split(bundle: AMRBundle, n: int | None, data_root: str | None) -> ImageTensors:
-    cfg = bundle.card.get("config", {})  # the validation split is held out of training, not of the test split
-    return load_split(bundle.card["dataset"], "test", data_root, cfg.get("n_val", 5000), cfg.get("seed", 0), limit=n)
+    # The test split is the dataset's own: the validation size and seed only split the training set.
+    return load_split(bundle.card["dataset"], "test", data_root, limit=n)
 
 
 def write_study(amr: str | Path, settings: StudySettings = StudySettings(), *, out: str | Path | None = None,

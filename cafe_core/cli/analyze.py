@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .common import command_line, setup
+
+if TYPE_CHECKING:
+    from ..causal.study import StudySettings
 
 
 def run(args: argparse.Namespace) -> int:
@@ -28,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def study_settings(args: argparse.Namespace):
+def study_settings(args: argparse.Namespace) -> StudySettings:
     """The analysis settings from ``analyze``'s flags."""
     from ..causal.study import StudySettings
 

@@ -1,2 +1,2 @@
 """Measuring robustness: accuracy under attack, the robustness grid (rows, settings, state, statistics,
-masking check, markdown, curves), the out-of-distribution score, and the pipeline that runs a recipe."""
+masking check, markdown, curves), the plain names of the networks and the out-of-distribution score."""

@@ -40,8 +40,7 @@ from .workers import AnalysisPool, WorkerStopped
 # Square's compiled query model (cafe_core.attacks.inference) costs a ~10 s compile and compiler memory
 # per worker; the app's one-image requests gain little from it, so it is off unless asked for.
 os.environ.setdefault("CAFE_FAST_QUERIES", "0")
-ROOT = REPO_ROOT
-EXAMPLE_DIR = ROOT / "assets" / "examples"
+EXAMPLE_DIR = REPO_ROOT / "assets" / "examples"
 REPORT_ROOT = Path(tempfile.gettempdir()) / "cafe_lab_reports"
 TRAIN_ROOT = Path(tempfile.gettempdir()) / "cafe_lab_train"
 IMAGE_ROOT = Path(tempfile.gettempdir()) / "cafe_lab_images"
