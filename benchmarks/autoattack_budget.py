@@ -92,7 +92,8 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    """The command line above (``argv`` defaults to ``sys.argv[1:]``)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="fashion_lite")
     parser.add_argument("--rows", default="defense_adv,defense_adv-cafe", help="comma list of grid rows")
@@ -103,7 +104,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default=None, help="result JSON (default benchmarks/results/autoattack_budget_"
                         "<config>.json); its state folder is state/<its name> beside it")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     config = load_config(args.config)

@@ -11,7 +11,18 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from cafe_core.data.datasets import DEBIAN_FASHION_MNIST, get_info, load_split
 
-torch.set_num_threads(int(os.environ.get("CAFE_TEST_THREADS", "2")))
+
+def threads_per_process() -> int:
+    """Torch threads per test process: CAFE_TEST_THREADS, else the cores shared out among the
+    pytest-xdist workers (``-n 2`` on 2 cores: one each; more threads than cores make torch's
+    thread pools wait on each other)."""
+    if "CAFE_TEST_THREADS" in os.environ:
+        return int(os.environ["CAFE_TEST_THREADS"])
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    return max(1, (os.cpu_count() or 1) // workers)
+
+
+torch.set_num_threads(threads_per_process())
 
 
 def pytest_collection_modifyitems(config, items):
@@ -47,14 +58,22 @@ def toy_model(fashion):
 
     train, _, _ = fashion
     model = make_lite()
-    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    opt = torch.optim.SGD(model.parameters(), lr=0.02, momentum=0.9)
     model.train()
-    for epoch in range(2):
-        for images, labels in make_loader(train, 64, shuffle=True, seed=epoch):
-            loss = torch.nn.functional.cross_entropy(model(images), labels)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+    # On one thread whatever the run's thread count: two epochs this short are chaotic (at lr 0.05
+    # the thread count alone moved test accuracy from 68% to 46%), and every test, serial or under
+    # pytest-xdist, should see the same model.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for epoch in range(2):
+            for images, labels in make_loader(train, 64, shuffle=True, seed=epoch):
+                loss = torch.nn.functional.cross_entropy(model(images), labels)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+    finally:
+        torch.set_num_threads(threads)
     return model.eval()
 
 

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def train_command(out: Path) -> list[str]:
     return [sys.executable, "-m", "cafe_core", "train", "--stage", "adv", "--limit", "1536", "--threads", "1",
             "--quiet", "--out", str(out), "--set", "stages.adv.epochs=2", "--set", "stages.adv.val_adv_images=50",
-            "--set", "stages.adv.val_steps=2"]
+            "--set", "stages.adv.val_steps=2", "--set", "n_val=500"]
 
 
 @pytest.mark.slow

@@ -13,7 +13,7 @@ dataset = "fashion-mnist"
 backbone = "lite"
 eps = 0.1
 seed = 0
-n_val = 5000
+n_val = 500
 checkpoint_dir = "{folder}"
 
 [stages.standard]
