@@ -130,13 +130,15 @@ class QuerySquare(torchattacks.Square):
 
     Square never needs a gradient, so every forward it makes can use a compiled, weight-frozen
     copy of the model (1.5-2x faster forward on CPU, depending on batch size); the copy is checked against the model on the
-    first batch and dropped if it disagrees. ``self.model`` stays the real model, so eval mode,
-    the device and MultiAttack's bookkeeping are torchattacks' own.
+    first batch and dropped if it disagrees, and not made at all when the query budget is too
+    small to repay compiling (``inference.COMPILE_MIN_IMAGES``, unless ``fast_queries`` is given).
+    ``self.model`` stays the real model, so eval mode, the device and MultiAttack's bookkeeping
+    are torchattacks' own.
     """
 
     def __init__(self, model: nn.Module, fast_queries: bool | None = None, **kwargs) -> None:
         super().__init__(model, **kwargs)
-        self.queries = QueryModel(model, enabled=fast_queries)
+        self.queries = QueryModel(model, enabled=fast_queries, queries=self.n_queries)
 
     def get_logits(self, inputs: torch.Tensor, labels: torch.Tensor | None = None, *args, **kwargs) -> torch.Tensor:
         if self._normalization_applied is False:

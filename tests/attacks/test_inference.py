@@ -57,3 +57,22 @@ def test_square_through_the_compiled_copy_finds_the_same_adversarials(toy_model,
         assert square.queries.status == ("compiled" if fast else "eager"), square.queries.reason
     assert torch.allclose(runs[True], runs[False], atol=1e-6)
     assert not torch.equal(runs[True], images)
+
+
+def test_compiling_waits_for_a_budget_that_repays_it(toy_model, fashion, monkeypatch):
+    """Square's few-query runs (the app, the masking check, tests) stay eager; AutoAttack's 5,000
+    queries on a batch are compiled. ``fast_queries=True`` compiles whatever the budget."""
+    from cafe_core.attacks.inference import COMPILE_MIN_IMAGES
+
+    monkeypatch.setattr(torch, "compile", lambda module, **kw: module)  # the decision, not inductor's work
+    images, labels = fashion[2][list(range(8))]
+    few = QuerySquare(toy_model, norm="Linf", eps=0.05, n_queries=10, seed=0)
+    few(images, labels)
+    assert few.queries.status == "eager" and "too few" in few.queries.reason
+    assert 10 * 8 < COMPILE_MIN_IMAGES <= 5000 * 16
+    many = QueryModel(toy_model, queries=5000)
+    many(fashion[2].images[:16].float() / 255)
+    assert many.status == "compiled", many.reason
+    forced = QuerySquare(toy_model, fast_queries=True, norm="Linf", eps=0.05, n_queries=10, seed=0)
+    forced(images, labels)
+    assert forced.queries.status == "compiled", forced.queries.reason
