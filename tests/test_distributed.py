@@ -1,7 +1,7 @@
 """torchrun: 2 gloo ranks on the CPU train and evaluate what one process does.
 
-What "the same" means. The config's batch size is the *global* batch: a 2-rank run takes 32
-images per rank where one process takes 64, the ranks' step-k batches are together the single
+What "the same" means. The config's batch size is the *global* batch: a 2-rank run takes 16
+images per rank where one process takes 32, the ranks' step-k batches are together the single
 process's step-k batch (one permutation per epoch), DDP averages the two half-batch gradients
 into the full-batch gradient and BatchNorm statistics span both ranks (h and g always; the ADV
 backbone with --sync-bn). The training attacks are FGSM (no random start), so both runs see
@@ -38,26 +38,26 @@ dataset = "fashion-mnist"
 backbone = "lite"
 eps = 0.1
 seed = 0
-n_val = 128
+n_val = 64
 checkpoint_dir = "{folder}"
 
 [stages.adv]
 epochs = 1
-batch_size = 64
+batch_size = 32
 lr = 0.05
 warmup = 0.3
 attack = "fgsm"
 val_attack = "fgsm"
-val_adv_images = 64
+val_adv_images = 32
 
 [stages.amr]
 epochs = 1
-batch_size = 64
+batch_size = 32
 lr = 1e-3
 attack = "fgsm"
-val_images = 64
+val_images = 32
 """
-TRAIN = ["--limit", "256", "--threads", "1", "--quiet", "--device", "cpu"]
+TRAIN = ["--limit", "128", "--threads", "1", "--quiet", "--device", "cpu"]
 
 
 def start_torchrun(*args: str) -> subprocess.Popen:
@@ -186,7 +186,7 @@ def test_adv_stage_on_two_ranks_matches_one_process(tmp_path, config):
     assert_same_history(one_card, two_card)
     # Only rank 0 wrote: weights + card, no resume file left, and the card says how it ran.
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("two")) == ["two.json", "two.safetensors"]
-    assert two_card["distributed"] == {"world_size": 2, "batch_per_rank": 32, "backbone_sync_bn": True}
+    assert two_card["distributed"] == {"world_size": 2, "batch_per_rank": 16, "backbone_sync_bn": True}
     assert "distributed" not in one_card and one_card["config_digest"] == two_card["config_digest"]
 
 

@@ -110,3 +110,10 @@ def test_the_layer_check_sees_an_upward_import(tmp_path, monkeypatch):
     module.write_text("from ..serving.handlers import AppContext\n\ndef f():\n    from cafe_core.training import stages\n")
     monkeypatch.setattr(sys.modules[__name__], "ROOT", fake_root)
     assert imported_layers(module) == {"serving", "training"}
+
+
+def test_the_longest_first_list_names_test_modules_that_exist():
+    from tests.conftest import LONGEST_FIRST
+
+    assert len(set(LONGEST_FIRST)) == len(LONGEST_FIRST)
+    assert [m for m in LONGEST_FIRST if not (ROOT / m).is_file() or not Path(m).name.startswith("test_")] == []

@@ -65,6 +65,7 @@ def test_compiling_waits_for_a_budget_that_repays_it(toy_model, fashion, monkeyp
     from cafe_core.attacks.inference import COMPILE_MIN_IMAGES
 
     monkeypatch.setattr(torch, "compile", lambda module, **kw: module)  # the decision, not inductor's work
+    monkeypatch.setenv("CAFE_FAST_QUERIES", "1")  # importing app.py turns it off for the process
     images, labels = fashion[2][list(range(8))]
     few = QuerySquare(toy_model, norm="Linf", eps=0.05, n_queries=10, seed=0)
     few(images, labels)

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def train_command(out: Path) -> list[str]:
-    return [sys.executable, "-m", "cafe_core", "train", "--stage", "adv", "--limit", "1536", "--threads", "1",
+    return [sys.executable, "-m", "cafe_core", "train", "--stage", "adv", "--limit", "1024", "--threads", "1",
             "--quiet", "--out", str(out), "--set", "stages.adv.epochs=2", "--set", "stages.adv.val_adv_images=50",
             "--set", "stages.adv.val_steps=2", "--set", "n_val=500"]
 
@@ -40,7 +40,7 @@ def test_sigkill_mid_epoch_then_resume_matches_an_unbroken_run(tmp_path):
     while not resume.exists() and time.time() < deadline and process.poll() is None:
         time.sleep(0.05)
     assert resume.exists(), "epoch 1 should have written its resume file"
-    time.sleep(1.0)  # well inside epoch 2 (1,536 images at ~300 images/s)
+    time.sleep(1.0)  # well inside epoch 2 (1,024 images at ~300 images/s on one thread)
     assert process.poll() is None, "the run must still be in epoch 2 when it is killed"
     os.kill(process.pid, signal.SIGKILL)
     process.wait(timeout=30)

@@ -31,7 +31,7 @@ def run(tmp_path, data, name="adv", should_stop=None, epochs=2, cfg=None):
 @pytest.fixture(scope="module")
 def small(fashion):
     train, val, _ = fashion
-    return train.subset(torch.arange(512)), val.subset(torch.arange(128))
+    return train.subset(torch.arange(256)), val.subset(torch.arange(128))
 
 
 def test_one_cycle_rises_then_falls_to_zero():
@@ -75,7 +75,7 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path, small):
 
     def stop_in_second_epoch():
         calls["n"] += 1
-        return calls["n"] > 11  # 8 batches per epoch: stops after 3 batches of epoch 2
+        return calls["n"] > 6  # 4 batches per epoch: stops after 2 batches of epoch 2
 
     _, broken = run(tmp_path / "b", small, should_stop=stop_in_second_epoch)
     weights = tmp_path / "b" / "adv.safetensors"
@@ -97,7 +97,7 @@ def test_resume_file_of_another_config_is_ignored(tmp_path, small):
 
     def stop_early():
         calls["n"] += 1
-        return calls["n"] > 9
+        return calls["n"] > 5  # in epoch 2
 
     run(tmp_path, small, should_stop=stop_early)
     other = adv_cfg()
