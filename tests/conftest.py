@@ -8,6 +8,10 @@ import torch
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # tests never phone home
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Square's compiled query model (~8 s of compiling per model) only where a test asks for it
+# (tests/attacks/test_inference.py); importing the app's handlers sets the same for the app's
+# process, so without this a test's speed would depend on which module ran before it.
+os.environ.setdefault("CAFE_FAST_QUERIES", "0")
 
 from cafe_core.data.datasets import DEBIAN_FASHION_MNIST, get_info, load_split
 
@@ -69,18 +73,15 @@ def make_lite(seed: int = 0):
     return create_model("lite", info.channels, info.num_classes, info.mean, info.std)
 
 
-@pytest.fixture(scope="session")
-def toy_model(fashion):
-    """A lite backbone trained for 2 clean epochs on 2,048 real images (~60% accuracy, not robust)."""
+def train_toy_model(train) -> torch.nn.Module:
+    """2 clean epochs of SGD on ``train``, on one thread whatever the run's thread count: two
+    epochs this short are chaotic (at lr 0.05 the thread count alone moved test accuracy from 68%
+    to 46%), and every test, serial or under pytest-xdist, should see the same model."""
     from cafe_core.data.datasets import make_loader
 
-    train, _, _ = fashion
     model = make_lite()
     opt = torch.optim.SGD(model.parameters(), lr=0.02, momentum=0.9)
     model.train()
-    # On one thread whatever the run's thread count: two epochs this short are chaotic (at lr 0.05
-    # the thread count alone moved test accuracy from 68% to 46%), and every test, serial or under
-    # pytest-xdist, should see the same model.
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -93,6 +94,28 @@ def toy_model(fashion):
     finally:
         torch.set_num_threads(threads)
     return model.eval()
+
+
+@pytest.fixture(scope="session")
+def toy_model(fashion, tmp_path_factory):
+    """A lite backbone trained for 2 clean epochs on 2,048 real images (~60% accuracy, not robust).
+
+    Under pytest-xdist the first worker to need it trains it and saves it (safetensors) in the
+    run's shared temporary folder; the others load it."""
+    from filelock import FileLock
+    from safetensors.torch import load_file, save_file
+
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        return train_toy_model(fashion[0])
+    path = tmp_path_factory.getbasetemp().parent / "toy_model.safetensors"  # this run's, shared by its workers
+    with FileLock(f"{path}.lock"):
+        if path.is_file():
+            model = make_lite()
+            model.load_state_dict(load_file(path))
+            return model.eval()
+        model = train_toy_model(fashion[0])
+        save_file(model.state_dict(), path)
+        return model
 
 
 CARD = {"dataset": "fashion-mnist", "backbone": "lite", "eps": 0.1, "config": {}, "seed": 0}

@@ -139,9 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)  # --help and --version end here, before torch is imported
     from ..distributed import env_world
 
-    args = build_parser().parse_args(argv)
     if env_world().size > 1 and not (args.command == "train" or (args.command == "evaluate" and not args.grid)):
         raise SystemExit(f"'{args.command}' runs as one process; under torchrun only 'train' and "
                          "'evaluate --checkpoint' are supported")
