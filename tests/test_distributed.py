@@ -224,12 +224,13 @@ def test_evaluate_on_two_ranks_gives_the_single_process_numbers(tmp_path, fashio
                      "config_name": "ddp_check", "config": {"n_val": 128, "seed": 0}})
     args = ["evaluate", "--checkpoint", str(checkpoint), "--attacks", "clean,fgsm_rs,pgd", "--steps", "pgd=3",
             "--n-images", "80", "--batch-size", "32", "--threads", "1", "--quiet", "--device", "cpu"]
-    torchrun("-m", "cafe_core", *args, "--out", str(tmp_path / "two.json"))
+    ranks = start_torchrun("-m", "cafe_core", *args, "--out", str(tmp_path / "two.json"))
     threads = torch.get_num_threads()
-    try:
+    try:  # the single process meanwhile
         assert cli_main(args + ["--out", str(tmp_path / "one.json")]) == 0
     finally:
         torch.set_num_threads(threads)
+        finish(ranks)
     one, two = json.loads((tmp_path / "one.json").read_text()), json.loads((tmp_path / "two.json").read_text())
     assert two["accuracy"] == one["accuracy"] and set(two["n_images"].values()) == {80}
     assert 0.1 < one["accuracy"]["pgd"] < one["accuracy"]["clean"]  # not a trivial 0 = 0

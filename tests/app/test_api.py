@@ -52,9 +52,10 @@ def checkpoint_set(toy_model, fashion, tmp_path_factory):
 def client(checkpoint_set):
     import app
 
-    # No warm-up: these tests are about the endpoints; the start-up (first example, background gallery
-    # analyses) is tested in tests/serving/test_handlers.py and in the browser on the shipped set.
-    demo = app.build_app(checkpoint_set, warm_up=False)
+    # No warm-up and no worker processes: these tests are about the endpoints. The start-up (first
+    # example, background gallery analyses) is tested in tests/serving/test_handlers.py, the worker
+    # pool in tests/serving/test_report.py and test_workers.py, and both in the browser tests.
+    demo = app.build_app(checkpoint_set, warm_up=False, workers=0)
     app.launch(demo, server_name="127.0.0.1", server_port=None, prevent_thread_lock=True, quiet=True)
     try:
         yield gradio_client.Client(demo.local_url, verbose=False)
@@ -308,7 +309,7 @@ def test_numbers_out_of_range_via_the_api_are_refused(client, field, value, mess
 def test_a_full_queue_answers_busy_instead_of_piling_up(checkpoint_set):
     import app
 
-    demo = app.build_app(checkpoint_set, queue_size=1, warm_up=False, workers=1)
+    demo = app.build_app(checkpoint_set, queue_size=1, warm_up=False, workers=0)
     app.launch(demo, server_name="127.0.0.1", server_port=None, prevent_thread_lock=True, quiet=True)
     try:
         client = gradio_client.Client(demo.local_url, verbose=False)
