@@ -85,7 +85,8 @@ def progress_line(state_dir: Path, eps: float) -> str:
     return " ".join(parts)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    """The command line above (``argv`` defaults to ``sys.argv[1:]``); the exit status."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", default="fashion_lite")
     parser.add_argument("--out-dir", required=True, help="where grid_state.tar.gz is written")
@@ -105,7 +106,7 @@ def main() -> int:
                              "fewest rounds done, so every row advances evenly")
     parser.add_argument("--retries", type=int, default=2)
     parser.add_argument("--pack-every", type=float, default=20)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     started = time.monotonic()
     deadline = started + args.budget

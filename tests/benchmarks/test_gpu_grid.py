@@ -2,16 +2,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import tarfile
-from pathlib import Path
 
 import pytest
 
+from benchmarks import gpu_grid
 from benchmarks.gpu_grid import round_args
 
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_round_arguments():
@@ -22,19 +19,20 @@ def test_round_arguments():
 
 
 @pytest.mark.slow
-def test_one_row_runs_its_rounds_and_the_state_comes_back_packed(tmp_path):
+def test_one_row_runs_its_rounds_and_the_state_comes_back_packed(tmp_path, capsys):
     results = tmp_path / "robustness_fashion_lite.json"
-    command = [sys.executable, "benchmarks/gpu_grid.py", "--out-dir", str(tmp_path / "out"), "--results", str(results),
+    # The driver in this process (its main, as the command line runs it); each round is a subprocess.
+    command = ["--out-dir", str(tmp_path / "out"), "--results", str(results),
                "--models", "defense_adv-cafe,defense_adv", "--parallel", "1", "--rounds", "fast;fast",
                "--budget", "300", "--pack-every", "1",
                "--extra", "--n 16 --batch-size 8 --limit square=8 --steps square=5 --steps pgd=2 --threads 1"]
-    run = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stdout + run.stderr
-    assert "rows with rounds left: none" in run.stdout
+    assert gpu_grid.main(command) == 0
+    stdout = capsys.readouterr().out
+    assert "rows with rounds left: none" in stdout
     # One slot: each row finishes its first round before either starts its second.
-    done = [line.split()[2:5] for line in run.stdout.splitlines() if line.endswith("done")]
+    done = [line.split()[2:5] for line in stdout.splitlines() if line.endswith("done")]
     assert done == [["defense_adv:", "round", "1/2"], ["defense_adv-cafe:", "round", "1/2"],
-                    ["defense_adv:", "round", "2/2"], ["defense_adv-cafe:", "round", "2/2"]], run.stdout
+                    ["defense_adv:", "round", "2/2"], ["defense_adv-cafe:", "round", "2/2"]], stdout
     with tarfile.open(tmp_path / "out" / "grid_state.tar.gz") as tar:
         names = tar.getnames()
         state = json.load(tar.extractfile("defense_adv-cafe.json"))
