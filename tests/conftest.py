@@ -114,7 +114,8 @@ def toy_model(fashion, tmp_path_factory):
             model.load_state_dict(load_file(path))
             return model.eval()
         model = train_toy_model(fashion[0])
-        save_file(model.state_dict(), path)
+        save_file(model.state_dict(), path.with_suffix(".partial"))
+        os.replace(path.with_suffix(".partial"), path)  # a worker killed mid-write leaves no half file
         return model
 
 
