@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
+from typing import Iterator
 
 import pytest
 import torch
@@ -27,6 +29,19 @@ def threads_per_process() -> int:
 
 
 torch.set_num_threads(threads_per_process())
+
+
+@contextmanager
+def torch_threads(n: int | None = None) -> Iterator[None]:
+    """Torch's thread count set to ``n`` (None: left alone) inside, and restored after, whatever the
+    code inside sets (a command's --threads, a benchmark's main)."""
+    threads = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 #: The modules that take longest under ``-n 2`` (about 25-60 s each on 2 cores; ``--durations``),
@@ -82,17 +97,13 @@ def train_toy_model(train) -> torch.nn.Module:
     model = make_lite()
     opt = torch.optim.SGD(model.parameters(), lr=0.02, momentum=0.9)
     model.train()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         for epoch in range(2):
             for images, labels in make_loader(train, 64, shuffle=True, seed=epoch):
                 loss = torch.nn.functional.cross_entropy(model(images), labels)
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
-    finally:
-        torch.set_num_threads(threads)
     return model.eval()
 
 
@@ -105,6 +116,8 @@ def toy_model(fashion, tmp_path_factory):
     from filelock import FileLock
     from safetensors.torch import load_file, save_file
 
+    from cafe_core.io.serialization import atomic_write
+
     if "PYTEST_XDIST_WORKER" not in os.environ:
         return train_toy_model(fashion[0])
     path = tmp_path_factory.getbasetemp().parent / "toy_model.safetensors"  # this run's, shared by its workers
@@ -114,8 +127,7 @@ def toy_model(fashion, tmp_path_factory):
             model.load_state_dict(load_file(path))
             return model.eval()
         model = train_toy_model(fashion[0])
-        save_file(model.state_dict(), path.with_suffix(".partial"))
-        os.replace(path.with_suffix(".partial"), path)  # a worker killed mid-write leaves no half file
+        atomic_write(path, lambda tmp: save_file(model.state_dict(), tmp))  # no half file for the other worker
         return model
 
 

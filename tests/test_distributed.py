@@ -29,7 +29,7 @@ from cafe_core.io.checkpoints import load_checkpoint, save_checkpoint
 from cafe_core.cli import main as cli_main
 from cafe_core.data.datasets import ImageTensors, make_loader
 from cafe_core.training.trainer import training_loader
-from tests.conftest import make_lite
+from tests.conftest import make_lite, torch_threads
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = """\
@@ -83,13 +83,13 @@ def torchrun(*args: str, timeout: int = 240) -> str:
 
 def in_float64(argv: list[str]) -> None:
     """The CLI in this process, in float64 and on one thread, as ``tests/float64_cli.py`` runs it."""
-    dtype, threads = torch.get_default_dtype(), torch.get_num_threads()
+    dtype = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)
     try:
-        assert cli_main(argv) == 0
+        with torch_threads():
+            assert cli_main(argv) == 0
     finally:
         torch.set_default_dtype(dtype)
-        torch.set_num_threads(threads)
 
 
 def two_ranks_and_one(args: list[str], folder: Path) -> tuple[tuple[dict, dict], tuple[dict, dict]]:
@@ -225,11 +225,10 @@ def test_evaluate_on_two_ranks_gives_the_single_process_numbers(tmp_path, fashio
     args = ["evaluate", "--checkpoint", str(checkpoint), "--attacks", "clean,fgsm_rs,pgd", "--steps", "pgd=3",
             "--n-images", "80", "--batch-size", "32", "--threads", "1", "--quiet", "--device", "cpu"]
     ranks = start_torchrun("-m", "cafe_core", *args, "--out", str(tmp_path / "two.json"))
-    threads = torch.get_num_threads()
     try:  # the single process meanwhile
-        assert cli_main(args + ["--out", str(tmp_path / "one.json")]) == 0
+        with torch_threads():
+            assert cli_main(args + ["--out", str(tmp_path / "one.json")]) == 0
     finally:
-        torch.set_num_threads(threads)
         finish(ranks)
     one, two = json.loads((tmp_path / "one.json").read_text()), json.loads((tmp_path / "two.json").read_text())
     assert two["accuracy"] == one["accuracy"] and set(two["n_images"].values()) == {80}

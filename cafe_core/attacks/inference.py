@@ -44,15 +44,15 @@ class QueryModel:
     compiled copy is used only if every logit is within ``TOLERANCE`` and every argmax agrees.
     If the model's weights change afterwards (in-place updates bump their version counters) the
     copy is rebuilt and checked again; a model in training mode is always run eagerly.
-    ``queries``: the most forwards the caller will make (None: unknown). Unless ``enabled`` is
-    given, a copy is compiled only when ``queries`` times the first batch's images reaches
+    ``budget``: the most forwards the caller will make (None: unknown). Unless ``enabled`` is
+    given, a copy is compiled only when ``budget`` times the first batch's images reaches
     ``COMPILE_MIN_IMAGES``. ``status`` is ``"pending"``, ``"compiled"`` or ``"eager"`` (with ``reason``).
     """
 
-    def __init__(self, model: nn.Module, enabled: bool | None = None, queries: int | None = None) -> None:
+    def __init__(self, model: nn.Module, enabled: bool | None = None, budget: int | None = None) -> None:
         self.model = model
         self.enabled = fast_queries_enabled() if enabled is None else enabled
-        self.queries = queries if enabled is None else None  # an explicit choice is not second-guessed
+        self.budget = budget if enabled is None else None  # an explicit choice is not second-guessed
         self.status = "pending" if self.enabled else "eager"
         self.reason = "" if self.enabled else "disabled"
         self._compiled: nn.Module | None = None
@@ -71,8 +71,8 @@ class QueryModel:
         if self.status == "compiled":
             return self._compiled(images)
         if self.status == "pending" and len(images):
-            if self.queries is not None and self.queries * len(images) < COMPILE_MIN_IMAGES:
-                self.status, self.reason = "eager", f"{self.queries} queries of {len(images)} images: too few to compile"
+            if self.budget is not None and self.budget * len(images) < COMPILE_MIN_IMAGES:
+                self.status, self.reason = "eager", f"{self.budget} queries of {len(images)} images: too few to compile"
                 return self.model(images)
             return self._compile_and_check(images)
         return self.model(images)

@@ -138,7 +138,7 @@ class QuerySquare(torchattacks.Square):
 
     def __init__(self, model: nn.Module, fast_queries: bool | None = None, **kwargs) -> None:
         super().__init__(model, **kwargs)
-        self.queries = QueryModel(model, enabled=fast_queries, queries=self.n_queries)
+        self.queries = QueryModel(model, enabled=fast_queries, budget=self.n_queries)
 
     def get_logits(self, inputs: torch.Tensor, labels: torch.Tensor | None = None, *args, **kwargs) -> torch.Tensor:
         if self._normalization_applied is False:

@@ -65,13 +65,13 @@ def test_compiling_waits_for_a_budget_that_repays_it(toy_model, fashion, monkeyp
     from cafe_core.attacks.inference import COMPILE_MIN_IMAGES
 
     monkeypatch.setattr(torch, "compile", lambda module, **kw: module)  # the decision, not inductor's work
-    monkeypatch.setenv("CAFE_FAST_QUERIES", "1")  # importing app.py turns it off for the process
+    monkeypatch.setenv("CAFE_FAST_QUERIES", "1")  # tests/conftest.py turns it off for the tests
     images, labels = fashion[2][list(range(8))]
     few = QuerySquare(toy_model, norm="Linf", eps=0.05, n_queries=10, seed=0)
     few(images, labels)
     assert few.queries.status == "eager" and "too few" in few.queries.reason
     assert 10 * 8 < COMPILE_MIN_IMAGES <= 5000 * 16
-    many = QueryModel(toy_model, queries=5000)
+    many = QueryModel(toy_model, budget=5000)
     many(fashion[2].images[:16].float() / 255)
     assert many.status == "compiled", many.reason
     forced = QuerySquare(toy_model, fast_queries=True, norm="Linf", eps=0.05, n_queries=10, seed=0)

@@ -5,9 +5,9 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from benchmarks import autoattack_budget
+from tests.conftest import torch_threads
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -18,11 +18,8 @@ def test_stronger_budget_is_compared_image_by_image_with_the_grid_and_resumes(tm
     # In this process (the benchmark's main, as its command line runs it): no second torch start-up.
     command = ["--rows", "defense_adv,defense_adv-cafe", "--n", "2", "--steps", "1", "--batch-size", "2",
                "--threads", "1", "--out", str(out)]
-    threads = torch.get_num_threads()
-    try:
+    with torch_threads():
         autoattack_budget.main(command)
-    finally:
-        torch.set_num_threads(threads)
     result = json.loads(out.read_text())
     grid_state = ROOT / "benchmarks" / "results" / "state" / "robustness_fashion_lite"
     assert [r["row"] for r in result["rows"]] == ["defense_adv", "defense_adv-cafe"]
@@ -45,8 +42,6 @@ def test_stronger_budget_is_compared_image_by_image_with_the_grid_and_resumes(tm
     # The stronger run's per-batch state is kept beside the JSON: a second run computes nothing.
     batches = json.loads((tmp_path / "state" / out.stem / "defense_adv.json").read_text())
     assert sum(len(b) for k, v in batches.items() if k != "sha256" for b in v["batches"].values()) == 2
-    try:
+    with torch_threads():
         autoattack_budget.main(command)
-    finally:
-        torch.set_num_threads(threads)
     assert [r["seconds"] for r in json.loads(out.read_text())["rows"]] == [r["seconds"] for r in result["rows"]]

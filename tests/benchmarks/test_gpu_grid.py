@@ -10,7 +10,6 @@ from benchmarks import gpu_grid
 from benchmarks.gpu_grid import round_args
 
 
-
 def test_round_arguments():
     assert round_args("fast,strong", 10_000) == ["--phases", "fast,strong"]
     assert round_args("fast,strong,autoattack@1000", 10_000) == ["--phases", "fast,strong,autoattack",

@@ -15,6 +15,7 @@ from cafe_core.defenses import (DEFENSES, CafeMode, CafeTerm, WeightPerturbation
                                 perturbed)
 from cafe_core.models.estimator import create_estimator
 from cafe_core.training.trainer import Precision
+from tests.conftest import torch_threads
 
 CPU = torch.device("cpu")
 EPS = 0.1
@@ -23,11 +24,9 @@ EPS = 0.1
 @pytest.fixture(autouse=True)
 def one_thread():
     """A training job shares this machine; keep each test on one core and seeded."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    yield
-    torch.set_num_threads(threads)
+    with torch_threads(1):
+        torch.manual_seed(0)
+        yield
 
 
 class TinyNet(nn.Module):
