@@ -1,6 +1,7 @@
-"""The collective helpers on 2 gloo ranks; run by tests/test_distributed.py under torch.distributed.run.
+"""The collective helpers on 2 gloo ranks, checked on each rank by tests/ranks_plan.py under
+torch.distributed.run (for tests/test_distributed.py).
 
-Exits non-zero (an AssertionError) on the first helper that disagrees with its one-process meaning.
+``check_all`` raises an AssertionError on the first helper that disagrees with its one-process meaning.
 """
 import copy
 
@@ -72,16 +73,12 @@ def check_gradient_averaging(rank: distributed.World) -> None:
     assert isinstance(distributed.wrap(nn.Linear(2, 2), torch.device("cpu")), nn.parallel.DistributedDataParallel)
 
 
-if __name__ == "__main__":
-    distributed.init("cpu")
-    world = distributed.world()
-    try:
-        assert world.size == 2 and distributed.is_distributed()
-        check_reductions(world)
-        check_cross_rank_batchnorm(world)
-        check_running_statistics(world)
-        check_gradient_averaging(world)
-        distributed.barrier()
-    finally:
-        distributed.teardown()
-    print(f"rank {world.rank}: all collective helpers agree with one process")
+def check_all(world: distributed.World) -> None:
+    """Every check above, then a barrier; prints one line per rank."""
+    assert world.size == 2 and distributed.is_distributed()
+    check_reductions(world)
+    check_cross_rank_batchnorm(world)
+    check_running_statistics(world)
+    check_gradient_averaging(world)
+    distributed.barrier()
+    print(f"rank {world.rank}: all collective helpers agree with one process", flush=True)

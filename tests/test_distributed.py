@@ -7,7 +7,10 @@ into the full-batch gradient and BatchNorm statistics span both ranks (h and g a
 backbone with --sync-bn). The training attacks are FGSM (no random start), so both runs see
 the same adversarial images. Then the two runs compute the same numbers up to summation order.
 
-Why float64 (``tests/float64_cli.py``): in float32, rounding alone moves two *single-process*
+All two-rank runs share one torchrun launch (``tests/ranks_plan.py``): a launch starts three
+processes that import torch, which costs more here than the runs themselves.
+
+Why float64 (``tests/ranks_plan.py``): in float32, rounding alone moves two *single-process*
 runs that differ only in their CPU thread count apart by ~10% of a short run's weight update,
 which would hide a real difference. In float64 the 2-rank and 1-process runs agree to ~1e-13
 (ADV) / ~1e-9 (AMR-GMM, AdamW); a 2-rank ADV run without --sync-bn is off by ~1% of its update.
@@ -58,6 +61,8 @@ attack = "fgsm"
 val_images = 32
 """
 TRAIN = ["--limit", "128", "--threads", "1", "--quiet", "--device", "cpu"]
+EVALUATE = ["evaluate", "--attacks", "clean,fgsm_rs,pgd", "--steps", "pgd=3", "--n-images", "80", "--batch-size", "32",
+            "--threads", "1", "--quiet", "--device", "cpu"]
 
 
 def start_torchrun(*args: str) -> subprocess.Popen:
@@ -67,40 +72,29 @@ def start_torchrun(*args: str) -> subprocess.Popen:
                              *args], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def finish(run: subprocess.Popen, timeout: int = 240) -> str:
-    """Wait for a started torchrun; its output (the test fails with its tail if it failed)."""
+def finish(run: subprocess.Popen, timeout: int = 300) -> str:
+    """Wait for a started torchrun; its output (the test fails with its tail if it failed or hung)."""
     try:
         stdout, stderr = run.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        run.terminate()  # torchrun passes it on to the ranks
+        stdout, stderr = run.communicate(timeout=30)
+        pytest.fail(f"torchrun still running after {timeout} s:\n{stdout[-3000:]}{stderr[-3000:]}")
     finally:
         run.kill()
     assert run.returncode == 0, stdout[-3000:] + stderr[-3000:]
     return stdout
 
 
-def torchrun(*args: str, timeout: int = 240) -> str:
-    return finish(start_torchrun(*args), timeout)
-
-
-def in_float64(argv: list[str]) -> None:
-    """The CLI in this process, in float64 and on one thread, as ``tests/float64_cli.py`` runs it."""
-    dtype = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
+def in_process(dtype: torch.dtype, argv: list[str]) -> None:
+    """The CLI in this process with that default dtype, on one thread, as tests/ranks_plan.py runs it."""
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
     try:
         with torch_threads():
             assert cli_main(argv) == 0
     finally:
-        torch.set_default_dtype(dtype)
-
-
-def two_ranks_and_one(args: list[str], folder: Path) -> tuple[tuple[dict, dict], tuple[dict, dict]]:
-    """The CLI ``args`` in float64 on 2 torchrun ranks (``two.safetensors``) and, meanwhile, in
-    this process (``one.safetensors``); both checkpoints as (states, card)."""
-    ranks = start_torchrun("tests/float64_cli.py", *args, "--out", str(folder / "two.safetensors"))
-    try:
-        in_float64(args + ["--out", str(folder / "one.safetensors")])
-    finally:
-        finish(ranks)
-    return load_checkpoint(folder / "two.safetensors"), load_checkpoint(folder / "one.safetensors")
+        torch.set_default_dtype(before)
 
 
 def max_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
@@ -114,13 +108,6 @@ def assert_same_history(one: dict, two: dict) -> None:
     for key in first:
         if key != "seconds":
             assert second[key] == pytest.approx(first[key], rel=1e-6, abs=1e-9), key
-
-
-@pytest.fixture()
-def config(tmp_path) -> Path:
-    path = tmp_path / "ddp_check.toml"
-    path.write_text(CONFIG.format(folder=tmp_path.as_posix()))
-    return path
 
 
 # ----------------------------------------------------------------------------- one process
@@ -172,36 +159,6 @@ def test_batch_must_split_evenly_over_the_ranks(monkeypatch):
 
 
 # ----------------------------------------------------------------------------- two ranks
-@pytest.mark.slow
-def test_collective_helpers_on_two_ranks():
-    out = torchrun("tests/distributed_checks.py")
-    assert out.count("all collective helpers agree") == 2
-
-
-@pytest.mark.slow
-def test_adv_stage_on_two_ranks_matches_one_process(tmp_path, config):
-    args = ["train", "--stage", "adv", "--config", str(config), "--sync-bn", *TRAIN]
-    (two, two_card), (one, one_card) = two_ranks_and_one(args, tmp_path)
-    assert max_difference(one["model"], two["model"]) < 1e-9
-    assert_same_history(one_card, two_card)
-    # Only rank 0 wrote: weights + card, no resume file left, and the card says how it ran.
-    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("two")) == ["two.json", "two.safetensors"]
-    assert two_card["distributed"] == {"world_size": 2, "batch_per_rank": 16, "backbone_sync_bn": True}
-    assert "distributed" not in one_card and one_card["config_digest"] == two_card["config_digest"]
-
-
-@pytest.mark.slow
-def test_amr_stage_on_two_ranks_matches_one_process(tmp_path, config):
-    parent = tmp_path / "adv.safetensors"
-    save_checkpoint(parent, {"model": make_lite(seed=3)}, {"dataset": "fashion-mnist", "backbone": "lite",
-                                                           "eps": 0.1, "config": {}, "stage": "adv", "parent": None})
-    args = ["train", "--stage", "amr", "--config", str(config), "--parent", str(parent), *TRAIN]
-    (two, two_card), (one, one_card) = two_ranks_and_one(args, tmp_path)
-    for name in ("h", "g"):
-        assert max_difference(one[name], two[name]) < 1e-6, name
-    assert_same_history(one_card, two_card)
-
-
 def quickly_trained(train: ImageTensors) -> nn.Module:
     """A lite backbone after one clean epoch on 1,024 images (~50% accuracy: attacks have work to do)."""
     model = make_lite(seed=4)
@@ -214,23 +171,76 @@ def quickly_trained(train: ImageTensors) -> nn.Module:
     return model.eval()
 
 
-@pytest.mark.slow
-def test_evaluate_on_two_ranks_gives_the_single_process_numbers(tmp_path, fashion):
-    """Batches dealt round-robin (3 batches on 2 ranks), each with its own seed: the random
-    starts are the ones a single process draws, so the accuracies are equal, not just close."""
-    checkpoint = tmp_path / "adv.safetensors"
-    save_checkpoint(checkpoint, {"model": quickly_trained(fashion[0])},
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, fashion) -> Path:
+    """Every two-rank run of this module in one torchrun launch (tests/ranks_plan.py) and,
+    meanwhile, the same CLI runs in this process: ``<step>/two.*`` from the ranks, ``<step>/one.*``
+    from one process, and ``ranks.out`` the ranks' output.
+
+    Steps: the collective helpers; the ADV stage (--sync-bn) and the AMR-GMM stage in float64;
+    ``evaluate`` of a briefly trained backbone in float32."""
+    folder = tmp_path_factory.mktemp("ddp")
+    config = folder / "ddp_check.toml"
+    config.write_text(CONFIG.format(folder=folder.as_posix()))
+    parent = folder / "parent_adv.safetensors"
+    save_checkpoint(parent, {"model": make_lite(seed=3)}, {"dataset": "fashion-mnist", "backbone": "lite",
+                                                           "eps": 0.1, "config": {}, "stage": "adv", "parent": None})
+    backbone = folder / "evaluated_adv.safetensors"
+    with torch_threads():
+        trained = quickly_trained(fashion[0])
+    save_checkpoint(backbone, {"model": trained},
                     {"dataset": "fashion-mnist", "backbone": "lite", "eps": 0.05, "stage": "adv", "parent": None,
                      "config_name": "ddp_check", "config": {"n_val": 128, "seed": 0}})
-    args = ["evaluate", "--checkpoint", str(checkpoint), "--attacks", "clean,fgsm_rs,pgd", "--steps", "pgd=3",
-            "--n-images", "80", "--batch-size", "32", "--threads", "1", "--quiet", "--device", "cpu"]
-    ranks = start_torchrun("-m", "cafe_core", *args, "--out", str(tmp_path / "two.json"))
-    try:  # the single process meanwhile
-        with torch_threads():
-            assert cli_main(args + ["--out", str(tmp_path / "one.json")]) == 0
+    steps = {  # step -> (dtype, CLI arguments without --out, suffix of the output)
+        "adv": ("float64", ["train", "--stage", "adv", "--config", str(config), "--sync-bn", *TRAIN], ".safetensors"),
+        "amr": ("float64", ["train", "--stage", "amr", "--config", str(config), "--parent", str(parent), *TRAIN],
+                ".safetensors"),
+        "evaluate": ("float32", EVALUATE + ["--checkpoint", str(backbone)], ".json"),
+    }
+    plan = [["collectives"]]
+    for step, (dtype, argv, suffix) in steps.items():
+        (folder / step).mkdir()
+        plan.append(["cli", dtype, *argv, "--out", str(folder / step / f"two{suffix}")])
+    (folder / "plan.json").write_text(json.dumps(plan))
+    ranks = start_torchrun("tests/ranks_plan.py", str(folder / "plan.json"))
+    try:
+        for step, (dtype, argv, suffix) in steps.items():
+            in_process(getattr(torch, dtype), argv + ["--out", str(folder / step / f"one{suffix}")])
     finally:
-        finish(ranks)
-    one, two = json.loads((tmp_path / "one.json").read_text()), json.loads((tmp_path / "two.json").read_text())
+        (folder / "ranks.out").write_text(finish(ranks))
+    return folder
+
+
+@pytest.mark.slow
+def test_collective_helpers_on_two_ranks(runs):
+    assert (runs / "ranks.out").read_text().count("all collective helpers agree") == 2
+
+
+@pytest.mark.slow
+def test_adv_stage_on_two_ranks_matches_one_process(runs):
+    (one, one_card), (two, two_card) = (load_checkpoint(runs / "adv" / f"{n}.safetensors") for n in ("one", "two"))
+    assert max_difference(one["model"], two["model"]) < 1e-9
+    assert_same_history(one_card, two_card)
+    # Only rank 0 wrote: weights + card, no resume file left, and the card says how it ran.
+    assert sorted(p.name for p in (runs / "adv").iterdir() if p.name.startswith("two")) == ["two.json",
+                                                                                          "two.safetensors"]
+    assert two_card["distributed"] == {"world_size": 2, "batch_per_rank": 16, "backbone_sync_bn": True}
+    assert "distributed" not in one_card and one_card["config_digest"] == two_card["config_digest"]
+
+
+@pytest.mark.slow
+def test_amr_stage_on_two_ranks_matches_one_process(runs):
+    (one, one_card), (two, two_card) = (load_checkpoint(runs / "amr" / f"{n}.safetensors") for n in ("one", "two"))
+    for name in ("h", "g"):
+        assert max_difference(one[name], two[name]) < 1e-6, name
+    assert_same_history(one_card, two_card)
+
+
+@pytest.mark.slow
+def test_evaluate_on_two_ranks_gives_the_single_process_numbers(runs):
+    """Batches dealt round-robin (3 batches on 2 ranks), each with its own seed: the random
+    starts are the ones a single process draws, so the accuracies are equal, not just close."""
+    one, two = (json.loads((runs / "evaluate" / f"{n}.json").read_text()) for n in ("one", "two"))
     assert two["accuracy"] == one["accuracy"] and set(two["n_images"].values()) == {80}
     assert 0.1 < one["accuracy"]["pgd"] < one["accuracy"]["clean"]  # not a trivial 0 = 0
-    assert not (tmp_path / "two.state.json").exists()
+    assert not (runs / "evaluate" / "two.state.json").exists()
