@@ -20,8 +20,8 @@ from cafe_core.data.datasets import DEBIAN_FASHION_MNIST, get_info, load_split
 
 def threads_per_process() -> int:
     """Torch threads per test process: CAFE_TEST_THREADS, else the cores shared out among the
-    pytest-xdist workers (``-n 2`` on 2 cores: one each; more threads than cores make torch's
-    thread pools wait on each other)."""
+    pytest-xdist workers, at least one (``-n 3`` on 2 cores: one each; more threads than cores make
+    torch's thread pools wait on each other)."""
     if "CAFE_TEST_THREADS" in os.environ:
         return int(os.environ["CAFE_TEST_THREADS"])
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
@@ -44,15 +44,16 @@ def torch_threads(n: int | None = None) -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
-#: The modules that take longest under ``-n 2`` (about 25-60 s each on 2 cores; ``--durations``),
+#: The modules that take longest under ``-n 3`` (about 30-130 s each on 2 cores; ``--durations``),
 #: longest first. They run before the rest, so that each xdist worker ends on short modules rather
 #: than one worker finishing a long one alone (pytest.ini keeps this order: --no-loadscope-reorder).
 #: A stale list costs only time.
 LONGEST_FIRST = (
-    "tests/test_distributed.py", "tests/app/test_api.py", "tests/app/test_browser.py", "tests/io/test_faults.py",
-    "tests/benchmarks/test_autoattack_budget.py", "tests/cli/test_cli.py", "tests/training/test_trainer.py",
-    "tests/attacks/test_registry.py", "tests/benchmarks/test_gpu_grid.py", "tests/attacks/test_inference.py",
-    "tests/training/test_pipeline.py", "tests/evaluation/test_grid.py", "tests/serving/test_gallery.py",
+    "tests/app/test_api.py", "tests/app/test_browser.py", "tests/benchmarks/test_autoattack_budget.py",
+    "tests/io/test_faults.py", "tests/test_distributed.py", "tests/training/test_trainer.py", "tests/cli/test_cli.py",
+    "tests/evaluation/test_grid.py", "tests/benchmarks/test_gpu_grid.py", "tests/training/test_pipeline.py",
+    "tests/attacks/test_registry.py", "tests/attacks/test_inference.py", "tests/serving/test_report.py",
+    "tests/serving/test_gallery.py", "tests/evaluation/test_ood.py",
 )
 
 
