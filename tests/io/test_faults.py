@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from cafe_core.cli import main as cli_main
 from cafe_core.io.checkpoints import load_backbone, save_checkpoint
 
-from cafe_core.cli import main as cli_main
 from tests.conftest import CARD, make_lite, torch_threads
 
 ROOT = Path(__file__).resolve().parents[2]
