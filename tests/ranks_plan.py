@@ -32,6 +32,8 @@ def run_collectives() -> None:
 
 
 def run_cli(dtype: str, argv: list[str]) -> None:
+    """``python -m cafe_core argv`` in this process with the default dtype ``dtype`` ("float64"),
+    restored after; used by the ranks and by the tests' single-process runs."""
     before = torch.get_default_dtype()
     torch.set_default_dtype(getattr(torch, dtype))
     try:

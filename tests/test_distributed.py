@@ -29,10 +29,10 @@ from torch import nn
 
 from cafe_core import distributed
 from cafe_core.io.checkpoints import load_checkpoint, save_checkpoint
-from cafe_core.cli import main as cli_main
 from cafe_core.data.datasets import ImageTensors, make_loader
 from cafe_core.training.trainer import training_loader
 from tests.conftest import make_lite, torch_threads
+from tests.ranks_plan import run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = """\
@@ -86,15 +86,11 @@ def finish(run: subprocess.Popen, timeout: int = 300) -> str:
     return stdout
 
 
-def in_process(dtype: torch.dtype, argv: list[str]) -> None:
-    """The CLI in this process with that default dtype, on one thread, as tests/ranks_plan.py runs it."""
-    before = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        with torch_threads():
-            assert cli_main(argv) == 0
-    finally:
-        torch.set_default_dtype(before)
+def in_process(dtype: str, argv: list[str]) -> None:
+    """The CLI in this process as each rank runs it (``ranks_plan.run_cli``); the CLI's --threads
+    lasts only for the run."""
+    with torch_threads():
+        run_cli(dtype, argv)
 
 
 def max_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
@@ -186,9 +182,7 @@ def runs(tmp_path_factory, fashion) -> Path:
     save_checkpoint(parent, {"model": make_lite(seed=3)}, {"dataset": "fashion-mnist", "backbone": "lite",
                                                            "eps": 0.1, "config": {}, "stage": "adv", "parent": None})
     backbone = folder / "evaluated_adv.safetensors"
-    with torch_threads():
-        trained = quickly_trained(fashion[0])
-    save_checkpoint(backbone, {"model": trained},
+    save_checkpoint(backbone, {"model": quickly_trained(fashion[0])},
                     {"dataset": "fashion-mnist", "backbone": "lite", "eps": 0.05, "stage": "adv", "parent": None,
                      "config_name": "ddp_check", "config": {"n_val": 128, "seed": 0}})
     steps = {  # step -> (dtype, CLI arguments without --out, suffix of the output)
@@ -205,7 +199,7 @@ def runs(tmp_path_factory, fashion) -> Path:
     ranks = start_torchrun("tests/ranks_plan.py", str(folder / "plan.json"))
     try:
         for step, (dtype, argv, suffix) in steps.items():
-            in_process(getattr(torch, dtype), argv + ["--out", str(folder / step / f"one{suffix}")])
+            in_process(dtype, argv + ["--out", str(folder / step / f"one{suffix}")])
     finally:
         (folder / "ranks.out").write_text(finish(ranks))
     return folder
